@@ -25,7 +25,7 @@ import torch
 
 # %% auto 0
 __all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions', 'git_commit', 'EMA',
-           'CSVLog']
+           'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices', 'shard_tree']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -152,3 +152,83 @@ class CSVLog:
     def read(self):
         import pandas as pd
         return pd.read_csv(self.path)
+
+# %% ../nbs/06_train.ipynb 14
+@dataclass
+class TrainConfig:
+    "Hyper-parameters of a training run (saved in every checkpoint and model card)."
+    steps: int = 10_000
+    batch_size: int = 64           # global batch (split over DDP ranks)
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    loss_weights: dict = field(default_factory=lambda: {"lattice": 1.0, "frac": 1.0, "types": 1.0})
+    p_uncond: float = 0.0          # condition dropout probability (classifier-free guidance)
+    cond_keys: list = field(default_factory=list)  # names of batch.props used as global conditions
+    log_every: int = 10
+    val_every: int = 500
+    val_size: int = 256
+    ckpt_every: int = 200
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("steps", "batch_size", "log_every", "val_every", "ckpt_every"):
+            if int(getattr(self, k)) <= 0:
+                raise ValueError(f"TrainConfig.{k} must be positive, got {getattr(self, k)}")
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    "Linear warm-up to `lr`, then cosine decay to `lr_min` at `steps`."
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * frac))
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1)
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    "The data permutation of `epoch` (deterministic in seed and epoch)."
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    "Dataset indices of the global batch of optimisation step `step` (epochs drop their last incomplete batch)."
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"the training set ({n} crystals) is smaller than one batch ({batch_size})")
+    epoch, i = divmod(step, per_epoch)
+    return epoch_order(n, seed, epoch)[i * batch_size:(i + 1) * batch_size]
+
+# %% ../nbs/06_train.ipynb 17
+def shard_slices(num_atoms: torch.Tensor, rank: int, world: int):
+    "Crystal slice and atom slice of `rank`'s contiguous block of a global batch."
+    B = len(num_atoms)
+    if B % world:
+        raise ValueError(f"global batch size {B} is not divisible by the number of processes {world}")
+    c0, c1 = rank * B // world, (rank + 1) * B // world
+    offs = torch.cat([num_atoms.new_zeros(1), num_atoms.cumsum(0)])
+    return slice(c0, c1), slice(int(offs[c0]), int(offs[c1]))
+
+def shard_tree(obj, B: int, N: int, cs: slice, as_: slice):
+    "Slice every tensor in a nested dict/list/CrystalBatch by crystals (leading dim B) or atoms (leading dim N)."
+    from xtalnb.crystal import CrystalBatch
+    if isinstance(obj, CrystalBatch):
+        out = {f.name: shard_tree(getattr(obj, f.name), B, N, cs, as_) for f in dataclasses.fields(obj)}
+        out["batch"] = obj.batch[as_] - cs.start
+        out["meta"] = {k: v[cs] for k, v in obj.meta.items()}
+        return CrystalBatch(**out)
+    if torch.is_tensor(obj) and obj.dim() > 0:
+        if obj.shape[0] == N:
+            return obj[as_]
+        if obj.shape[0] == B:
+            return obj[cs]
+        return obj
+    if isinstance(obj, dict):
+        return {k: shard_tree(v, B, N, cs, as_) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(shard_tree(v, B, N, cs, as_) for v in obj)
+    return obj
