@@ -25,7 +25,8 @@ import torch
 
 # %% auto 0
 __all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions', 'git_commit', 'EMA',
-           'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices', 'shard_tree']
+           'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices', 'shard_tree',
+           'checkpoint_dir', 'available_models', 'save_model', 'load_model']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -232,3 +233,74 @@ def shard_tree(obj, B: int, N: int, cs: slice, as_: slice):
     if isinstance(obj, (list, tuple)):
         return type(obj)(shard_tree(v, B, N, cs, as_) for v in obj)
     return obj
+
+# %% ../nbs/06_train.ipynb 20
+def checkpoint_dir() -> Path:
+    "Where shipped models live: `XTALNB_CHECKPOINTS`, else `data/checkpoints` of the source tree."
+    env = os.environ.get("XTALNB_CHECKPOINTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+
+def available_models() -> list:
+    "Names of the models in `checkpoint_dir()`."
+    d = checkpoint_dir()
+    return sorted(p.stem for p in d.glob("*.pt") if p.with_suffix(".json").exists()) if d.exists() else []
+
+def _class_path(obj) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+def _import_class(path: str):
+    import importlib
+    mod, _, name = path.rpartition(".")
+    if not (mod == "xtalnb" or mod.startswith("xtalnb.")):
+        raise ValueError(f"refusing to import {path!r}: model classes must come from the xtalnb package")
+    return getattr(importlib.import_module(mod), name)
+
+def save_model(path, model: torch.nn.Module, diffusion=None, card: dict | None = None, state_dict: dict | None = None) -> dict:
+    "Write `<path>.pt` (configs + weights) and `<path>.json` (model card with the .pt's SHA-256) atomically."
+    path = Path(path).with_suffix(".pt")
+    sd = state_dict if state_dict is not None else model.state_dict()
+    payload = {"format": "xtalnb-model/1",
+               "model_class": _class_path(model), "model_config": dict(model.config),
+               "diffusion_class": _class_path(diffusion) if diffusion is not None else None,
+               "diffusion_config": dict(diffusion.config) if diffusion is not None else None,
+               "state_dict": {k: v.detach().cpu() for k, v in sd.items()}}
+    atomic_torch_save(payload, path)
+    card = dict(card or {})
+    card.update(name=path.stem, file=path.name, sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                model_class=payload["model_class"], model_config=payload["model_config"],
+                diffusion_class=payload["diffusion_class"], diffusion_config=payload["diffusion_config"])
+    card.setdefault("package_versions", package_versions())
+    card.setdefault("git_commit", git_commit(Path(__file__).resolve().parent))
+    atomic_write_text(json.dumps(card, indent=2, default=str), path.with_suffix(".json"))
+    return card
+
+def load_model(name_or_path, device="cpu"):
+    "Load `(model, diffusion, card)` from a shipped model name or a `.pt` path; verifies SHA-256 and finiteness."
+    p = Path(name_or_path)
+    if p.suffix != ".pt":
+        p = checkpoint_dir() / f"{name_or_path}.pt"
+        if not p.exists():
+            raise ValueError(f"unknown model {str(name_or_path)!r}; available: {available_models() or 'none'}")
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    card_path = p.with_suffix(".json")
+    if not card_path.exists():
+        raise ValueError(f"checkpoint {p} has no model card {card_path.name}: cannot verify its SHA-256")
+    card = json.loads(card_path.read_text())
+    digest = sha256_file(p)
+    if digest != card.get("sha256"):
+        raise ValueError(f"corrupt checkpoint {p.name}: SHA-256 {digest[:12]}… does not match its model card "
+                         f"({str(card.get('sha256'))[:12]}…)")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"corrupt checkpoint {p.name}: {e}") from e
+    bad = [k for k, v in payload["state_dict"].items() if v.dtype.is_floating_point and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"corrupt checkpoint {p.name}: NaN/inf in {len(bad)} weight tensor(s), e.g. {bad[0]}")
+    model = _import_class(payload["model_class"]).from_config(payload["model_config"])
+    model.load_state_dict(payload["state_dict"])
+    diffusion = None
+    if payload.get("diffusion_class"):
+        diffusion = _import_class(payload["diffusion_class"]).from_config(payload["diffusion_config"])
+    return model.to(device).eval(), diffusion, card
