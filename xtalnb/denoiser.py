@@ -160,19 +160,21 @@ class ConditionEmbedding(nn.Module):
 # %% ../nbs/03_denoiser.ipynb 14
 class MessagePassingLayer(nn.Module):
     "One CSPNet-style layer on node features h (N, C, H); C = conditioning copies sharing one geometry."
-    def __init__(self, hidden):
+    def __init__(self, hidden, edge_dim):
         super().__init__()
         self.ln = nn.LayerNorm(hidden)
+        self.edge_lin = nn.Linear(edge_dim, hidden)     # edge-feature part of φ_m's first layer (carries its bias)
         self.node_lin = nn.Linear(hidden, 3 * hidden)   # [W_i | W_j | W_u]: first layers of φ_m (split) and φ_h
         self.msg_lin = nn.Linear(hidden, hidden)        # second layer of φ_m
         self.agg_lin = nn.Linear(hidden, hidden, bias=False)  # φ_h's first layer, aggregated-message part
         self.out_lin = nn.Linear(hidden, hidden)        # second layer of φ_h
 
-    def forward(self, h, src, dst, e, inv_deg):
-        "h (N,C,H); src/dst (E,); e (E,1,H) edge part of φ_m's first layer (bias included); inv_deg (N,1,1)."
+    def forward(self, h, src, dst, feats, inv_deg):
+        "h (N,C,H); src/dst (E,); feats (E, edge_dim) invariant edge features; inv_deg (N,1,1) = 1/n of each atom's crystal."
         x = self.ln(h)
+        e = self.edge_lin(feats)[:, None]
         a, b, u = self.node_lin(x).chunk(3, -1)
-        m = F.silu(a[src] + b[dst] + e)                 # = SiLU(W [h_i, h_j, feats_ij] + bias), never concatenated
+        m = F.silu(a.index_select(0, src) + b.index_select(0, dst) + e)   # = SiLU(W [h_i, h_j, f_ij] + bias), never concatenated
         m = F.silu(self.msg_lin(m))
         agg = torch.zeros_like(h).index_add_(0, src, m) * inv_deg   # mean over j of m_ij
         return h + self.out_lin(F.silu(u + self.agg_lin(agg)))
@@ -216,9 +218,7 @@ class Denoiser(nn.Module):
         if atom_cond_dim:
             self.atom_cond_proj = nn.Linear(atom_cond_dim, H)      # DOSMatGen's projection P
             self.atom_cond_null = nn.Parameter(torch.randn(H) * 0.02)
-        self.edge_lin = nn.Linear(6 * num_freqs, layers * H)      # Fourier part of every layer's φ_m, one GEMM
-        self.lat_lin = nn.Linear(10, layers * H, bias=False)      # lattice (Gram) part, per crystal
-        self.layers = nn.ModuleList([MessagePassingLayer(H) for _ in range(layers)])
+        self.layers = nn.ModuleList([MessagePassingLayer(H, 6 * num_freqs + 10) for _ in range(layers)])
         self.adapter = nn.ModuleDict({n: nn.ModuleList([nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
                                                         for _ in range(layers)]) for n in adapters})
         self.mixin = nn.ModuleDict({n: nn.ModuleList([nn.Linear(H, H, bias=False) for _ in range(layers)]) for n in adapters})
@@ -296,7 +296,7 @@ class Denoiser(nn.Module):
     def _run(self, types, frac_coords, lattice, num_atoms, batch, t, variants):
         "Shared geometry, C = len(variants) conditioning copies of the node features. Outputs carry a copy axis."
         t = self._check_inputs(types, frac_coords, lattice, num_atoms, batch, t)
-        B, H, dev = num_atoms.shape[0], self.config["hidden"], frac_coords.device
+        B, dev = num_atoms.shape[0], frac_coords.device
         # node embeddings h⁰_i = f_type(A_i) + f_time(t) [+ conditions] [+ P·atom_cond_i]
         h_type = self.type_emb(types)                                           # (N,H)
         temb = self.time_mlp(sinusoidal_embedding(t, self.config["time_dim"]))  # (B,H)
@@ -313,14 +313,14 @@ class Denoiser(nn.Module):
         # geometry, once for all copies: all pairs, Fourier features of x_j - x_i, Gram-matrix features
         src, dst, eb = all_pairs_edges(num_atoms)
         fourier = fourier_features(frac_coords[dst] - frac_coords[src], self.config["num_freqs"])
-        e_all = self.edge_lin(fourier) + self.lat_lin(lattice_features(lattice))[eb]   # (E, layers*H)
+        feats = torch.cat([fourier, lattice_features(lattice).index_select(0, eb)], -1)   # (E, 6K+10), shared by all layers
         inv_deg = (1.0 / num_atoms.to(h.dtype))[batch][:, None, None]
         for l, layer in enumerate(self.layers):
             for name in self.adapter:                                           # MatterGen (B44): H' = H + mixin(adapter(g))·1[not null]
                 g = torch.stack([ad[name][0] for ad in adapted], 1)             # (B,C,H)
                 keep = torch.stack([ad[name][1] for ad in adapted], 1)          # (B,C,1)
-                h = h + (self.mixin[name][l](self.adapter[name][l](g)) * keep)[batch]
-            h = layer(h, src, dst, e_all[:, None, l * H:(l + 1) * H], inv_deg)
+                h = h + (self.mixin[name][l](self.adapter[name][l](g)) * keep).index_select(0, batch)
+            h = layer(h, src, dst, feats, inv_deg)
         h = self.final_ln(h)
         pooled = torch.zeros(B, *h.shape[1:], dtype=h.dtype, device=dev).index_add_(0, batch, h) / num_atoms[:, None, None]
         phi = self.lattice_out(pooled).unflatten(-1, (3, 3))                   # (B,C,3,3), invariant
