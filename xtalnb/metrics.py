@@ -20,15 +20,16 @@ from pymatgen.core.structure_matcher import StructureMatcher
 from .crystal import Crystal
 
 # %% auto 0
-__all__ = ['METRICS', 'CSP_MATCHER', 'SPP_RMAX', 'SPP_DR', 'SPP_ALPHA', 'MOTIFS', 'MOTIF_LABELS', 'N_MOTIFS', 'N_CN', 'LED_SIGMA',
-           'LED_DU', 'LED_ZMAX', 'COMP_FP_STATS', 'PROTOTYPE_MATCHER', 'DESCRIPTORS', 'as_structure', 'as_structures',
-           'Metric', 'register', 'min_distance', 'structural_validity', 'smact_validity', 'csp_match', 'csp_metrics',
-           'summarize_csp', 'compactness', 'complexity_per_atom', 'complexity_total', 'pair_distance_lists', 'SPPTable',
-           'default_spp_path', 'load_spp', 'spp_score', 'site_environments', 'structure_fingerprint',
-           'm_led_from_sites', 'm_led', 'element_features', 'composition_fingerprint', 'coverage', 'density',
-           'n_elements', 'wasserstein', 'MatchIndex', 'naive_any_match', 'uniqueness', 'novelty', 'aflow_prototypes',
-           'match_prototype', 'FrameworkIndex', 'fraction_outside_top_n', 'hhi', 'sun_flags', 'evaluate', 'summarize',
-           'plot_descriptor_distributions', 'report_generated']
+__all__ = ['METRICS', 'CSP_MATCHER', 'SPP_RMAX', 'SPP_DR', 'SPP_SIGMA', 'SPP_BETA', 'SPP_ALPHA', 'MOTIFS', 'MOTIF_LABELS',
+           'N_MOTIFS', 'N_CN', 'LED_SIGMA', 'LED_DU', 'LED_ZMAX', 'COMP_FP_STATS', 'PROTOTYPE_MATCHER', 'DESCRIPTORS',
+           'as_structure', 'as_structures', 'Metric', 'register', 'min_distance', 'structural_validity',
+           'smact_validity', 'csp_match', 'csp_metrics', 'summarize_csp', 'compactness', 'complexity_per_atom',
+           'complexity_total', 'pair_distance_lists', 'SPPTable', 'default_spp_path', 'load_spp', 'spp_score',
+           'site_environments', 'structure_fingerprint', 'm_led_from_sites', 'm_led', 'element_features',
+           'composition_fingerprint', 'coverage', 'density', 'n_elements', 'wasserstein', 'MatchIndex',
+           'naive_any_match', 'uniqueness', 'novelty', 'aflow_prototypes', 'match_prototype', 'FrameworkIndex',
+           'fraction_outside_top_n', 'hhi', 'sun_flags', 'evaluate', 'summarize', 'plot_descriptor_distributions',
+           'report_generated']
 
 # %% ../nbs/07_metrics.ipynb 5
 def as_structure(x) -> Structure:
@@ -178,7 +179,7 @@ def complexity_total(s, symprec: float = 0.1) -> float:
     return complexity_per_atom(s, symprec) * len(prim[2])
 
 # %% ../nbs/07_metrics.ipynb 22
-SPP_RMAX, SPP_DR, SPP_ALPHA = 5.0, 0.1, 0.01
+SPP_RMAX, SPP_DR, SPP_SIGMA, SPP_BETA, SPP_ALPHA = 6.0, 0.1, 0.1, 10.0, 1e-3
 
 def pair_distance_lists(s, r_max: float = SPP_RMAX):
     "(Z_a, Z_b, r) with Z_a <= Z_b for every ordered pair closer than r_max (periodic images included)."
@@ -188,49 +189,67 @@ def pair_distance_lists(s, r_max: float = SPP_RMAX):
     za, zb = np.minimum(z[i], z[j]), np.maximum(z[i], z[j])
     return za, zb, d
 
+def _spp_energies(counts, sigma_bins, beta, alpha):
+    "U = -ln P per pair row and for the pooled histogram: Gaussian smoothing in r, shrinkage of sparse pairs to the pooled shape."
+    from scipy.ndimage import gaussian_filter1d
+    c = counts.astype(np.float64)
+    if sigma_bins > 0: c = gaussian_filter1d(c, sigma_bins, axis=1, mode="constant")
+    pooled = c.sum(0) + alpha; pooled /= pooled.sum()
+    P = (c + beta * pooled[None, :] + alpha) / (c.sum(1, keepdims=True) + beta + alpha * c.shape[1])
+    return -np.log(P), -np.log(pooled)
+
 @dataclass
 class SPPTable:
     "Element-pair distance histograms -> U_ij(r) = -ln P_ij(r)."
     pairs: np.ndarray      # (P, 2) int, Z_a <= Z_b
-    counts: np.ndarray     # (P, B) int, histogram counts
+    counts: np.ndarray     # (P, B) int, raw histogram counts
     edges: np.ndarray      # (B+1,) bin edges in Å
-    threshold: float = float("nan")   # 95th percentile of the reference structures' scores
-    alpha: float = SPP_ALPHA
+    threshold: float = float("nan")   # 95th percentile of the reference structures' (out-of-fold) scores
+    sigma: float = SPP_SIGMA           # Gaussian smoothing width in Å
+    beta: float = SPP_BETA             # pseudo-counts of the pooled shape added to every pair
+    alpha: float = SPP_ALPHA           # floor pseudo-count per bin
 
     def __post_init__(self):
         self._index = {(int(a), int(b)): k for k, (a, b) in enumerate(self.pairs)}
-        c = self.counts.astype(np.float64) + self.alpha
-        self.U = -np.log(c / c.sum(1, keepdims=True))
-        pooled = self.counts.sum(0).astype(np.float64) + self.alpha
-        self.U_pooled = -np.log(pooled / pooled.sum())
+        self.U, self.U_pooled = _spp_energies(self.counts, self.sigma / (self.edges[1] - self.edges[0]), self.beta, self.alpha)
 
     @classmethod
-    def build(cls, structures, r_max: float = SPP_RMAX, dr: float = SPP_DR, percentile: float = 95.0, alpha: float = SPP_ALPHA):
-        "Histogram all pair distances of `structures`; threshold = `percentile` of their own scores."
+    def build(cls, structures, r_max: float = SPP_RMAX, dr: float = SPP_DR, percentile: float = 95.0, n_folds: int = 5,
+              seed: int = 0, **kw):
+        """Histogram all pair distances of `structures`. threshold = `percentile` of their scores, each structure scored by a table
+        built without its fold (`n_folds`-fold cross-fitting; n_folds=1 scores in-sample)."""
         edges = np.round(np.arange(0.0, r_max + dr / 2, dr), 10)
-        hist = defaultdict(lambda: np.zeros(len(edges) - 1, np.int64))
-        lists = []
-        for s in as_structures(structures):
-            za, zb, d = pair_distance_lists(s, r_max)
-            lists.append((za, zb, d))
-            b = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
-            for a_, b_, k in zip(za, zb, b): hist[(int(a_), int(b_))][k] += 1
-        keys = sorted(hist)
-        tab = cls(np.array(keys, np.int64).reshape(-1, 2), np.array([hist[k] for k in keys]).reshape(len(keys), -1), edges, alpha=alpha)
-        scores = np.array([tab._score_lists(*l)[0] for l in lists])
-        tab.threshold = float(np.percentile(scores, percentile))
+        lists = [pair_distance_lists(s, r_max) for s in as_structures(structures)]
+        sid = np.concatenate([np.full(len(l[2]), n) for n, l in enumerate(lists)])
+        za, zb, d = (np.concatenate([l[k] for l in lists]) for k in range(3))
+        key = za * 1000 + zb
+        keys, inv = np.unique(key, return_inverse=True)
+        b = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+        counts = np.zeros((len(keys), len(edges) - 1), np.int64)
+        np.add.at(counts, (inv, b), 1)
+        tab = cls(np.stack([keys // 1000, keys % 1000], 1), counts, edges, **kw)
+        fold = np.random.default_rng(seed).integers(0, max(n_folds, 1), len(lists))
+        scores = np.full(len(lists), np.nan)
+        for f in range(max(n_folds, 1)):
+            members = np.flatnonzero(fold == f)
+            if n_folds > 1:
+                cf = np.zeros_like(counts); m = fold[sid] == f
+                np.add.at(cf, (inv[m], b[m]), 1)
+                keep = (counts - cf).sum(1) > 0
+                sub = cls(tab.pairs[keep], (counts - cf)[keep], edges, **kw)
+            else: sub = tab
+            for n in members: scores[n] = sub._score_lists(*lists[n])[0]
+        tab.threshold = float(np.nanpercentile(scores, percentile))
+        tab.reference_scores = scores
         return tab
 
     def _score_lists(self, za, zb, d):
         if len(d) == 0: return float("nan"), 0
-        b = np.searchsorted(self.edges, d, side="right") - 1
-        U = np.empty(len(d)); unseen = 0
-        for n, (a_, b_, k) in enumerate(zip(za, zb, b)):
-            row = self._index.get((int(a_), int(b_)))
-            if row is None: unseen += 1
-            k = min(max(k, 0), self.U.shape[1] - 1)
-            U[n] = self.U[row, k] if row is not None else self.U_pooled[k]
-        return float(U.mean()), unseen
+        b = np.clip(np.searchsorted(self.edges, d, side="right") - 1, 0, self.U.shape[1] - 1)
+        rows = np.array([self._index.get((int(a_), int(b_)), -1) for a_, b_ in zip(za, zb)])
+        seen = rows >= 0
+        U = np.where(seen, self.U[np.maximum(rows, 0), b], self.U_pooled[b])
+        return float(U.mean()), int((~seen).sum())
 
     def score(self, s) -> float:
         "Mean U over all pairs of `s` closer than r_max (nan if a structure has no pair within r_max)."
@@ -242,12 +261,13 @@ class SPPTable:
 
     def save(self, path):
         np.savez_compressed(path, pairs=self.pairs.astype(np.int16), counts=self.counts.astype(np.int32), edges=self.edges,
-                            threshold=self.threshold, alpha=self.alpha)
+                            threshold=self.threshold, sigma=self.sigma, beta=self.beta, alpha=self.alpha)
 
     @classmethod
     def load(cls, path):
         z = np.load(path)
-        return cls(z["pairs"].astype(np.int64), z["counts"].astype(np.int64), z["edges"], float(z["threshold"]), float(z["alpha"]))
+        return cls(z["pairs"].astype(np.int64), z["counts"].astype(np.int64), z["edges"], float(z["threshold"]),
+                   float(z["sigma"]), float(z["beta"]), float(z["alpha"]))
 
 def default_spp_path() -> Path:
     "Shipped table: <repo>/data/spp/mp20_train_spp.npz (override with $XTALNB_SPP)."
