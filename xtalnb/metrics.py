@@ -25,11 +25,11 @@ __all__ = ['METRICS', 'CSP_MATCHER', 'SPP_RMAX', 'SPP_DR', 'SPP_SIGMA', 'SPP_BET
            'as_structure', 'as_structures', 'Metric', 'register', 'min_distance', 'structural_validity',
            'smact_validity', 'csp_match', 'csp_metrics', 'summarize_csp', 'compactness', 'complexity_per_atom',
            'complexity_total', 'pair_distance_lists', 'SPPTable', 'default_spp_path', 'load_spp', 'spp_score',
-           'site_environments', 'structure_fingerprint', 'm_led_from_sites', 'm_led', 'element_features',
-           'composition_fingerprint', 'coverage', 'density', 'n_elements', 'wasserstein', 'MatchIndex',
-           'naive_any_match', 'uniqueness', 'novelty', 'aflow_prototypes', 'match_prototype', 'FrameworkIndex',
-           'fraction_outside_top_n', 'hhi', 'sun_flags', 'evaluate', 'summarize', 'plot_descriptor_distributions',
-           'report_generated']
+           'site_environments', 'structure_fingerprint', 'm_led_from_sites', 'standard_primitive',
+           'local_environment_descriptors', 'm_led', 'element_features', 'composition_fingerprint', 'coverage',
+           'density', 'n_elements', 'wasserstein', 'MatchIndex', 'naive_any_match', 'uniqueness', 'novelty',
+           'aflow_prototypes', 'match_prototype', 'FrameworkIndex', 'fraction_outside_top_n', 'hhi', 'sun_flags',
+           'evaluate', 'summarize', 'plot_descriptor_distributions', 'report_generated']
 
 # %% ../nbs/07_metrics.ipynb 5
 def as_structure(x) -> Structure:
@@ -270,8 +270,13 @@ class SPPTable:
                    float(z["sigma"]), float(z["beta"]), float(z["alpha"]))
 
 def default_spp_path() -> Path:
-    "Shipped table: <repo>/data/spp/mp20_train_spp.npz (override with $XTALNB_SPP)."
-    return Path(os.environ.get("XTALNB_SPP", Path(__file__).resolve().parent.parent / "data" / "spp" / "mp20_train_spp.npz"))
+    "Shipped table <repo>/data/spp/mp20_train_spp.npz, found next to the xtalnb package or above the working directory ($XTALNB_SPP overrides)."
+    if "XTALNB_SPP" in os.environ: return Path(os.environ["XTALNB_SPP"])
+    import xtalnb
+    rel = Path("data") / "spp" / "mp20_train_spp.npz"
+    for root in [Path(xtalnb.__file__).resolve().parent.parent, Path.cwd(), *Path.cwd().parents]:
+        if (root / rel).exists(): return root / rel
+    return Path(xtalnb.__file__).resolve().parent.parent / rel
 
 @lru_cache(maxsize=4)
 def load_spp(path: str | None = None) -> SPPTable:
@@ -371,15 +376,23 @@ def m_led_from_sites(motifs, centre_z, neighbour_z, sigma=LED_SIGMA, du=LED_DU) 
     xp = [([m] if m >= 0 else []) + [N_MOTIFS + z - 1 for z in [zc, *nz] if z <= LED_ZMAX] for m, zc, nz in zip(motifs, centre_z, neighbour_z)]
     return _smoothed_entropy(x, N_MOTIFS, sigma, du) + _smoothed_entropy(xp, N_MOTIFS + LED_ZMAX, sigma, du)
 
+def standard_primitive(s) -> Structure:
+    "Standardised primitive cell (spglib via pymatgen, symprec 0.1); the input if symmetry detection fails."
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    s = as_structure(s)
+    try: return SpacegroupAnalyzer(s, symprec=0.1).get_primitive_standard_structure()
+    except Exception: return s
+
+def local_environment_descriptors(s, sigma: float = LED_SIGMA, du: float = LED_DU) -> tuple:
+    "(M_LED, 61-d CDVAE structure fingerprint) from one CrystalNN pass over the standardised primitive cell."
+    p = standard_primitive(s)
+    fps, motifs, neigh = site_environments(p)
+    return m_led_from_sites(motifs, [x.specie.Z for x in p], neigh, sigma, du), fps.mean(0)
+
 @register("m_led", "PIGEN Eqs. (4)-(6)", "H(S) + H(p): Gaussian-smoothed entropies of coordination motifs and motif+element labels")
 def m_led(s, sigma: float = LED_SIGMA, du: float = LED_DU) -> float:
     "Local environment diversity of a structure (standardised primitive cell)."
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-    s = as_structure(s)
-    try: s = SpacegroupAnalyzer(s, symprec=0.1).get_primitive_standard_structure()
-    except Exception: pass
-    _, motifs, neigh = site_environments(s)
-    return m_led_from_sites(motifs, [x.specie.Z for x in s], neigh, sigma, du)
+    return local_environment_descriptors(s, sigma, du)[0]
 
 # %% ../nbs/07_metrics.ipynb 31
 _VALENCE = {"s": 0, "p": 1, "d": 2, "f": 3}
@@ -638,10 +651,12 @@ DESCRIPTORS = ("compactness", "m_led", "complexity", "spp")
 
 def evaluate(structures, task: str = "de_novo", reference=None, targets=None, e_hull=None, descriptors=DESCRIPTORS,
              spp_table: SPPTable | None = None, prototypes: bool = False, frameworks: FrameworkIndex | None = None,
-             distribution_reference=None, novelty_index: MatchIndex | None = None, n_jobs: int = 1, out=None) -> tuple:
+             distribution_reference=None, coverage_reference=None, novelty_index: MatchIndex | None = None, n_jobs: int = 1,
+             out=None) -> tuple:
     """Per-structure metrics table + summary.
     task: "de_novo" (validity, descriptors, uniqueness, novelty vs `reference`) or "csp" (also match/RMSE vs `targets`).
-    reference: training structures for novelty; distribution_reference: structures for W(density), W(#elements)."""
+    reference: training structures for novelty; distribution_reference: structures for W(density), W(#elements);
+    coverage_reference: structures (or a (struct_fps, comp_fps) pair) for COV-R/P (needs "m_led" in descriptors: one CrystalNN pass)."""
     if task not in ("de_novo", "csp"): raise ValueError(f"task must be 'de_novo' or 'csp', got {task!r}")
     if task == "csp" and targets is None: raise ValueError("task='csp' needs targets (one per structure)")
     ss = as_structures(structures)
@@ -662,6 +677,9 @@ def evaluate(structures, task: str = "de_novo", reference=None, targets=None, e_
             df["spp"] = [tab.score(s) for s in ss]
             df["spp_valid"] = df["spp"] <= tab.threshold
             df["spp_unseen_pairs"] = [tab.unseen_pairs(s) for s in ss]
+        elif d == "m_led":
+            led = [local_environment_descriptors(s) for s in ss]
+            df["m_led"] = [x[0] for x in led]; struct_fps = np.array([x[1] for x in led])
         else:
             df[d] = [METRICS[d].fn(s) for s in ss]
     if "compactness" in df: df["compact_ok"] = (df["compactness"] > 0.55) & (df["compactness"] < 0.85)   # PIGEN filter C
@@ -684,6 +702,15 @@ def evaluate(structures, task: str = "de_novo", reference=None, targets=None, e_
         rr = as_structures(distribution_reference)
         summary["wdist_density"] = wasserstein(df["density"], [density(s) for s in rr])
         summary["wdist_n_elements"] = wasserstein(df["n_elements"], [n_elements(s) for s in rr])
+    if coverage_reference is not None:
+        if "m_led" not in descriptors: raise ValueError("coverage needs 'm_led' in descriptors (it shares the CrystalNN pass)")
+        if isinstance(coverage_reference, tuple): rs_fp, rc_fp = coverage_reference
+        else:
+            rr = as_structures(coverage_reference)
+            rs_fp, rc_fp = np.array([local_environment_descriptors(s)[1] for s in rr]), np.array([composition_fingerprint(s) for s in rr])
+        v = df["valid"].values   # CDVAE: coverage over valid generated structures
+        cov = coverage(struct_fps[v], np.array([composition_fingerprint(s) for s in ss])[v], rs_fp, rc_fp)
+        summary["cov_recall"], summary["cov_precision"] = cov["cov_recall"], cov["cov_precision"]
     if out is not None:
         out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(out) if out.suffix == ".parquet" else df.to_csv(out, index=False)
