@@ -107,7 +107,7 @@ def smact_validity(s, use_pauling_test: bool = True, include_alloys: bool = True
     space = smact.element_dictionary(els)
     smact_els = [space[e] for e in els]
     if include_alloys and all(e in smact.metals for e in els): return True
-    ox_combos = [e.oxidation_states for e in smact_els]
+    ox_combos = [e.oxidation_states or [] for e in smact_els]   # an element without SMACT oxidation states cannot be balanced
     enegs = [e.pauling_eneg for e in smact_els]
     thr = int(cnt.max())
     for ox in product(*ox_combos):
@@ -659,6 +659,10 @@ def evaluate(structures, task: str = "de_novo", reference=None, targets=None, e_
     coverage_reference: structures (or a (struct_fps, comp_fps) pair) for COV-R/P (needs "m_led" in descriptors: one CrystalNN pass)."""
     if task not in ("de_novo", "csp"): raise ValueError(f"task must be 'de_novo' or 'csp', got {task!r}")
     if task == "csp" and targets is None: raise ValueError("task='csp' needs targets (one per structure)")
+    if isinstance(structures, (Structure, Crystal)): structures = [structures]
+    structures = list(structures)
+    if e_hull is None and structures and all(isinstance(c, Crystal) and "e_hull" in c.props for c in structures):
+        e_hull = [c.props["e_hull"] for c in structures]    # S.U.N. bookkeeping: an e_hull property is used when present
     ss = as_structures(structures)
     if len(ss) == 0: raise ValueError("evaluate needs at least one structure")
     bad = [d for d in descriptors if d not in DESCRIPTORS]
@@ -728,7 +732,7 @@ def summarize(df: pd.DataFrame) -> dict:
     if "n_timeout" in df: out["n_timeout"] = int(df["n_timeout"].sum())
     return out
 
-# %% ../nbs/07_metrics.ipynb 49
+# %% ../nbs/07_metrics.ipynb 51
 def plot_descriptor_distributions(tables: dict, path=None, columns=("compactness", "m_led", "spp", "complexity")):
     "Overlayed histograms of descriptor columns, one curve per labelled table; saves to `path` if given."
     import matplotlib; matplotlib.use("Agg")
