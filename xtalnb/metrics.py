@@ -147,9 +147,10 @@ def summarize_csp(df: pd.DataFrame) -> dict:
 # %% ../nbs/07_metrics.ipynb 16
 @lru_cache(maxsize=None)
 def _atomic_radius(z: int) -> float:
-    r = Element.from_Z(int(z)).atomic_radius
-    if r is None: raise ValueError(f"no pymatgen atomic radius for Z={z}")
-    return float(r)
+    "pymatgen empirical atomic radius; noble gases lack one there, so fall back to the calculated radius; nan if neither exists."
+    e = Element.from_Z(int(z))
+    r = e.atomic_radius if e.atomic_radius is not None else e.atomic_radius_calculated
+    return float(r) if r is not None else float("nan")
 
 @register("compactness", "PIGEN Eq. (2)", "C = (4/3)π Σ r_a³ / V with pymatgen atomic radii")
 def compactness(s) -> float:
