@@ -527,6 +527,22 @@ class MatchIndex:
         with mp.get_context("fork").Pool(n_jobs) as pool:
             return pool.map(_worker_query, qs, chunksize=max(1, len(qs) // (4 * n_jobs)))
 
+    def save(self, path):
+        "Cache the index (reduced references, keys, invariants) with the pymatgen version that built it."
+        import pickle
+        from importlib.metadata import version
+        Path(path).write_bytes(pickle.dumps({"pymatgen": version("pymatgen"), "index": self}))
+
+    @staticmethod
+    def load(path) -> "MatchIndex":
+        "Load a cached index; refuses one built by another pymatgen version (reductions could differ)."
+        import pickle
+        from importlib.metadata import version
+        d = pickle.loads(Path(path).read_bytes())
+        if d["pymatgen"] != version("pymatgen"):
+            raise ValueError(f"MatchIndex cache {path} was built with pymatgen {d['pymatgen']}, this is {version('pymatgen')}; rebuild it")
+        return d["index"]
+
 _WORKER_INDEX = None
 def _worker_query(q):
     idx, first_only = _WORKER_INDEX
