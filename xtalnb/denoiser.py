@@ -249,9 +249,14 @@ class Denoiser(nn.Module):
                 raise ValueError(f"type tokens must lie in 0..{K} ({K} = [MASK])")
         if frac_coords.shape != (N, 3): raise ValueError(f"frac_coords must have shape ({N}, 3), got {tuple(frac_coords.shape)}")
         if lattice.shape != (B, 3, 3): raise ValueError(f"lattice must have shape ({B}, 3, 3), got {tuple(lattice.shape)}")
-        t = torch.as_tensor(t, dtype=frac_coords.dtype, device=frac_coords.device)
+        dt = self.frac_out.weight.dtype
+        for name, x in (("frac_coords", frac_coords), ("lattice", lattice)) + ((("types", types),) if types.is_floating_point() else ()):
+            if x.dtype != dt: raise ValueError(f"{name} has dtype {x.dtype} but the model's weights are {dt} (use model.to({x.dtype}) or cast)")
+            if not bool(torch.isfinite(x).all()): raise ValueError(f"{name} contains NaN or inf")
+        t = torch.as_tensor(t, dtype=dt, device=frac_coords.device)
         if t.dim() == 0: t = t.expand(B)
         if t.shape != (B,): raise ValueError(f"t must have shape ({B},) (one time per crystal), got {tuple(t.shape)}")
+        if not bool(((t >= 0) & (t <= 1)).all()): raise ValueError("t must lie in [0, 1] (= step / T)")
         return t
 
     # ---- conditions -----------------------------------------------------------------------------------
@@ -312,7 +317,8 @@ class Denoiser(nn.Module):
             h = h + torch.stack(atom, 1)
         # geometry, once for all copies: all pairs, Fourier features of x_j - x_i, Gram-matrix features
         src, dst, eb = all_pairs_edges(num_atoms)
-        fourier = fourier_features(frac_coords[dst] - frac_coords[src], self.config["num_freqs"])
+        d = frac_coords.index_select(0, dst) - frac_coords.index_select(0, src)
+        fourier = fourier_features(d - torch.round(d), self.config["num_freqs"])   # wrapped into [-½, ½]: same features, better float32 accuracy
         feats = torch.cat([fourier, lattice_features(lattice).index_select(0, eb)], -1)   # (E, 6K+10), shared by all layers
         inv_deg = (1.0 / num_atoms.to(h.dtype))[batch][:, None, None]
         for l, layer in enumerate(self.layers):
