@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-import copy
+
 import csv
 import dataclasses
 import hashlib
@@ -26,7 +26,8 @@ import torch
 # %% auto 0
 __all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions', 'git_commit', 'EMA',
            'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices', 'shard_tree',
-           'checkpoint_dir', 'available_models', 'save_model', 'load_model']
+           'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses', 'validation_losses',
+           'train']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -304,3 +305,148 @@ def load_model(name_or_path, device="cpu"):
     if payload.get("diffusion_class"):
         diffusion = _import_class(payload["diffusion_class"]).from_config(payload["diffusion_config"])
     return model.to(device).eval(), diffusion, card
+
+# %% ../nbs/06_train.ipynb 22
+def _clean_types_input(diffusion, batch):
+    return diffusion.clean_fields(batch)["types"]
+
+def step_losses(model, diffusion, batch, step: int, cfg: TrainConfig, rank: int = 0, world: int = 1, task: str = "denovo",
+                seed_offset: int = 0) -> tuple:
+    "(weighted total loss to backpropagate, dict of per-field global-batch means) for optimisation step `step`."
+    torch.manual_seed(_step_seed(cfg.seed + seed_offset, step))
+    B, N, dev = batch.num_graphs, batch.batch.shape[0], batch.device
+    t = diffusion.sample_t(B, device=dev)
+    noisy, targets = diffusion.q_sample(batch, t)
+    if task == "csp":
+        noisy["types"] = _clean_types_input(diffusion, batch)
+    cond = {k: batch.props[k] for k in cfg.cond_keys} or None
+    drop = (torch.rand(B, device=dev) < cfg.p_uncond) if (cond is not None and cfg.p_uncond > 0) else None
+    if world > 1:
+        cs, as_ = shard_slices(batch.num_atoms, rank, world)
+        batch, noisy, targets, t, cond, drop = shard_tree((batch, noisy, targets, t, cond, drop), B, N, cs, as_)
+    out = model(noisy["types"], noisy["frac"], noisy["lattice"], batch.num_atoms, batch.batch,
+                diffusion.model_time(t), cond=cond, drop=drop)
+    rows = diffusion.loss_rows(out, targets, batch)
+    weights = dict(cfg.loss_weights)
+    if task == "csp":
+        weights["types"] = 0.0
+    total, means = 0.0, {}
+    for k, r in rows.items():
+        count = B if r.shape[0] == batch.num_graphs else N            # global number of elements of this field
+        s = r.sum() / count                                          # this rank's share of the global mean
+        means[k] = s.detach()
+        total = total + weights.get(k, 0.0) * s * world               # DDP averages gradients over ranks
+    return total, means
+
+def _ddp_info():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def _all_reduce_mean_dict(d: dict, world: int) -> dict:
+    if world == 1:
+        return {k: float(v) for k, v in d.items()}
+    import torch.distributed as dist
+    keys = sorted(d)
+    v = torch.stack([d[k].float() for k in keys])
+    dist.all_reduce(v)                                               # shares sum to the global mean
+    return {k: float(x) for k, x in zip(keys, v)}
+
+@torch.no_grad()
+def validation_losses(model, diffusion, crystals, cfg: TrainConfig, task: str = "denovo", device="cpu") -> dict:
+    "Per-field losses on a fixed validation subset with fixed noise (comparable across the run)."
+    from xtalnb.crystal import CrystalBatch
+    crystals = list(crystals)[: cfg.val_size]
+    sums, n = {}, 0
+    state = torch.get_rng_state()
+    try:
+        for i in range(0, len(crystals), cfg.batch_size):
+            b = CrystalBatch.from_crystals(crystals[i:i + cfg.batch_size], device=device)
+            _, m = step_losses(model, diffusion, b, 10**9 + i, cfg, task=task)
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b.num_graphs
+            n += b.num_graphs
+    finally:
+        torch.set_rng_state(state)
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+# %% ../nbs/06_train.ipynb 23
+def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task: str = "denovo", resume: bool = True,
+          device="cpu", time_budget_s: float | None = None, progress: bool = True, card: dict | None = None) -> dict:
+    """Train `model` with `diffusion` on a list of `Crystal`s; resumable from `run_dir/state.pt`.
+    Runs until `cfg.steps` or `time_budget_s` (wall seconds for this call), checkpointing every `cfg.ckpt_every` steps.
+    Under `torchrun` the process group must be initialised (see `init_distributed`)."""
+    from tqdm.auto import tqdm
+    from xtalnb.crystal import CrystalBatch
+    if task not in ("csp", "denovo"):
+        raise ValueError(f"task must be 'csp' or 'denovo', got {task!r}")
+    train_set = list(train_set)
+    run_dir = Path(run_dir)
+    rank, world = _ddp_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the number of processes {world}")
+    model.to(device)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed = 0, 0.0
+    state_path = run_dir / "state.pt"
+    if resume and state_path.exists():
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        if st["train_config"] != dataclasses.asdict(cfg) and rank == 0:
+            import warnings
+            warnings.warn(f"resuming {state_path} with a different TrainConfig than it was started with")
+        model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); ema.load_state_dict(st["ema"])
+        step, elapsed = st["step"], st["elapsed_s"]
+    log = CSVLog(run_dir / "log.csv", resume_step=step) if rank == 0 else None
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        ddp_model = DistributedDataParallel(model)
+
+    def save_state():
+        if rank == 0:
+            atomic_torch_save({"step": step, "elapsed_s": elapsed, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "ema": ema.state_dict(), "train_config": dataclasses.asdict(cfg), "task": task,
+                               "model_config": model.config, "diffusion_config": diffusion.config,
+                               "torch_rng": torch.get_rng_state()}, state_path)
+
+    t_start = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=f"train {task}")
+    model.train()
+    while step < cfg.steps:
+        if time_budget_s is not None and time.time() - t_start > time_budget_s:
+            break
+        t0 = time.time()
+        idx = batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)
+        batch = CrystalBatch.from_crystals([train_set[i] for i in idx], device=device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss, means = step_losses(ddp_model, diffusion, batch, step, cfg, rank, world, task)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(model)
+        step += 1
+        elapsed += time.time() - t0
+        bar.update(1)
+        means = _all_reduce_mean_dict(means, world)
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            row = {"step": step, "epoch": step * cfg.batch_size / len(train_set), "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg),
+                   "loss": sum(cfg.loss_weights.get(k, 0.0) * v for k, v in means.items() if not (task == "csp" and k == "types")),
+                   **{f"loss_{k}": v for k, v in means.items()}, "grad_norm": float(gnorm),
+                   **{f"val_{k}": float("nan") for k in means}}
+            if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                with ema.average_parameters(model):
+                    model.eval()
+                    row.update({f"val_{k}": v for k, v in validation_losses(model, diffusion, val_set, cfg, task, device).items()})
+                    model.train()
+            log.log(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if step % cfg.ckpt_every == 0:
+            save_state()
+    bar.close()
+    save_state()
+    model.eval()
+    return {"step": step, "elapsed_s": elapsed, "done": step >= cfg.steps, "ema": ema}
