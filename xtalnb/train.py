@@ -26,8 +26,8 @@ import torch
 # %% auto 0
 __all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions', 'git_commit', 'EMA',
            'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices', 'shard_tree',
-           'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses', 'validation_losses',
-           'train']
+           'source_root', 'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses',
+           'validation_losses', 'train']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -236,10 +236,15 @@ def shard_tree(obj, B: int, N: int, cs: slice, as_: slice):
     return obj
 
 # %% ../nbs/06_train.ipynb 20
+def source_root() -> Path:
+    "The directory that holds the installed `xtalnb` package (the repository root for an editable install)."
+    import xtalnb
+    return Path(xtalnb.__file__).resolve().parent.parent
+
 def checkpoint_dir() -> Path:
     "Where shipped models live: `XTALNB_CHECKPOINTS`, else `data/checkpoints` of the source tree."
     env = os.environ.get("XTALNB_CHECKPOINTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+    return Path(env) if env else source_root() / "data" / "checkpoints"
 
 def available_models() -> list:
     "Names of the models in `checkpoint_dir()`."
@@ -271,7 +276,7 @@ def save_model(path, model: torch.nn.Module, diffusion=None, card: dict | None =
                 model_class=payload["model_class"], model_config=payload["model_config"],
                 diffusion_class=payload["diffusion_class"], diffusion_config=payload["diffusion_config"])
     card.setdefault("package_versions", package_versions())
-    card.setdefault("git_commit", git_commit(Path(__file__).resolve().parent))
+    card.setdefault("git_commit", git_commit(source_root()))
     atomic_write_text(json.dumps(card, indent=2, default=str), path.with_suffix(".json"))
     return card
 
@@ -373,9 +378,9 @@ def validation_losses(model, diffusion, crystals, cfg: TrainConfig, task: str = 
 
 # %% ../nbs/06_train.ipynb 23
 def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task: str = "denovo", resume: bool = True,
-          device="cpu", time_budget_s: float | None = None, progress: bool = True, card: dict | None = None) -> dict:
+          device="cpu", time_budget_s: float | None = None, until_step: int | None = None, progress: bool = True) -> dict:
     """Train `model` with `diffusion` on a list of `Crystal`s; resumable from `run_dir/state.pt`.
-    Runs until `cfg.steps` or `time_budget_s` (wall seconds for this call), checkpointing every `cfg.ckpt_every` steps.
+    Runs until `cfg.steps`, `until_step` or `time_budget_s` (wall seconds for this call), checkpointing every `cfg.ckpt_every` steps.
     Under `torchrun` the process group must be initialised (see `init_distributed`)."""
     from tqdm.auto import tqdm
     from xtalnb.crystal import CrystalBatch
@@ -415,7 +420,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=f"train {task}")
     model.train()
     while step < cfg.steps:
-        if time_budget_s is not None and time.time() - t_start > time_budget_s:
+        if (time_budget_s is not None and time.time() - t_start > time_budget_s) or (until_step is not None and step >= until_step):
             break
         t0 = time.time()
         idx = batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)
