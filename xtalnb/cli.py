@@ -38,6 +38,12 @@ def _cmd_tour(args):
     from xtalnb.data import data_tour
     data_tour(out_dir=args.out)
 
+def _cmd_train(args):
+    from xtalnb.train import train_default
+    r = train_default(args.model, hours=args.hours, until_step=args.until_step, run_dir=args.run_dir, device=args.device,
+                      threads=args.threads, progress=not args.no_progress)
+    print(f"{args.model}: step {r['step']}, {r['elapsed_s'] / 3600:.2f} h of training in total, done={r['done']}")
+
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `xtalnb` command (subcommands register here)."
     p = argparse.ArgumentParser(prog="xtalnb", description="Diffusion models for inorganic crystal structures.")
@@ -47,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tour", help="statistics and figures of the MP-20 subset")
     s.add_argument("--out", default="figures", help="directory for the figures")
     s.set_defaults(func=_cmd_tour)
+    s = sub.add_parser("train", help="train or continue training a shipped default model (resumable)")
+    s.add_argument("--model", default="csp-mp20", help="csp-mp20 or denovo-mp20")
+    s.add_argument("--hours", type=float, default=None, help="wall-clock budget of this call")
+    s.add_argument("--until-step", type=int, default=None, help="stop at this optimisation step")
+    s.add_argument("--run-dir", default=None, help="resumable state (default ~/.cache/xtalnb/runs/<model>)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_train)
     return p
 
 def main(argv=None):

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 # %% auto 0
-__all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions', 'git_commit', 'EMA',
-           'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices', 'shard_tree',
-           'source_root', 'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses',
-           'validation_losses', 'train']
+__all__ = ['DEFAULT_MODELS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions',
+           'git_commit', 'EMA', 'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices',
+           'shard_tree', 'source_root', 'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses',
+           'validation_losses', 'train', 'default_run_dir', 'export_default', 'train_default']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -455,3 +455,90 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     save_state()
     model.eval()
     return {"step": step, "elapsed_s": elapsed, "done": step >= cfg.steps, "ema": ema}
+
+# %% ../nbs/06_train.ipynb 29
+DEFAULT_MODELS = {
+    "csp-mp20": dict(task="csp", family="diffcsp",
+                     model=dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
+                     train=dict(steps=60_000, batch_size=64, lr=1e-3, lr_min=1e-5, warmup_steps=500, ema_decay=0.999,
+                                grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": 0.0},
+                                log_every=50, val_every=1000, val_size=512, ckpt_every=500, seed=0)),
+    "denovo-mp20": dict(task="denovo", family="diffcsp",
+                        model=dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
+                        train=dict(steps=60_000, batch_size=64, lr=1e-3, lr_min=1e-5, warmup_steps=500, ema_decay=0.999,
+                                   grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": 20.0},
+                                   log_every=50, val_every=1000, val_size=512, ckpt_every=500, seed=0)),
+}
+
+def default_run_dir(name: str) -> Path:
+    "Where the resumable training state of a default model lives (outside the repository)."
+    base = os.environ.get("XTALNB_RUNS")
+    return Path(base) / name if base else Path.home() / ".cache" / "xtalnb" / "runs" / name
+
+def _build_default(name: str, device="cpu"):
+    from xtalnb.denoiser import Denoiser
+    from xtalnb.diffusion import CrystalDiffusion
+    spec = DEFAULT_MODELS[name]
+    diffusion = CrystalDiffusion(spec["family"])
+    kw = dict(spec["model"])
+    if spec["family"] == "mattergen":
+        kw.update(type_input="tokens", type_output="logits", lattice_output="symmetric")
+    return Denoiser(**kw, device=device), diffusion, TrainConfig(**spec["train"])
+
+def export_default(name: str, run_dir=None, out_dir=None, metrics: dict | None = None) -> dict:
+    "Write the EMA weights of a default model's run to `data/checkpoints/<name>.pt` with its model card."
+    from xtalnb.data import load_dataset, num_atoms_distribution
+    run_dir = Path(run_dir) if run_dir else default_run_dir(name)
+    st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
+    model, diffusion, cfg = _build_default(name)
+    model.load_state_dict(st["ema"]["shadow"])
+    out = Path(out_dir) if out_dir else checkpoint_dir()
+    old = out / f"{name}.json"
+    prev = json.loads(old.read_text()) if old.exists() else {}
+    train_set = load_dataset("mp20_subset", "train")
+    card = {
+        "task": DEFAULT_MODELS[name]["task"], "family": DEFAULT_MODELS[name]["family"],
+        "data": "mp20_subset train split = shared MP-20 partial train + val (9,191 crystals); test = partial test (7,342)",
+        "steps": st["step"], "epochs": st["step"] * cfg.batch_size / len(train_set),
+        "wall_hours": st["elapsed_s"] / 3600, "cpu_core_hours": st["elapsed_s"] / 3600 * st.get("threads", 1),
+        "hardware": "CPU (2 cores, shared)", "seed": cfg.seed, "train_config": dataclasses.asdict(cfg),
+        "num_atoms_distribution": num_atoms_distribution(train_set).tolist(),
+        "metrics": {**prev.get("metrics", {}), **(metrics or {})},
+        "warm_restarts": st.get("warm_restarts", []),
+    }
+    return save_model(out / name, model, diffusion, card=card)
+
+def train_default(name: str, hours: float | None = None, until_step: int | None = None, run_dir=None, device="cpu",
+                  threads: int | None = None, progress: bool = True, export_every_s: float = 1800.0) -> dict:
+    "Train (or continue training) a shipped default model for at most `hours`, then export it."
+    from xtalnb.data import load_dataset
+    if name not in DEFAULT_MODELS:
+        raise ValueError(f"unknown default model {name!r}; choose from {sorted(DEFAULT_MODELS)}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    run_dir = Path(run_dir) if run_dir else default_run_dir(name)
+    model, diffusion, cfg = _build_default(name, device)
+    state = run_dir / "state.pt"
+    shipped = checkpoint_dir() / f"{name}.pt"
+    if not state.exists() and shipped.exists():          # new machine: warm start from the shipped weights
+        m, _, card = load_model(shipped)
+        ema = EMA(m, cfg.ema_decay)
+        opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        atomic_torch_save({"step": card["steps"], "elapsed_s": card["wall_hours"] * 3600, "model": m.state_dict(),
+                           "optimizer": opt.state_dict(), "ema": ema.state_dict(), "train_config": dataclasses.asdict(cfg),
+                           "warm_restarts": card.get("warm_restarts", []) + [card["steps"]]}, state)
+    train_set = load_dataset("mp20_subset", "train")
+    val_set = load_dataset("mp20_subset", "test")[: cfg.val_size]   # fixed held-out subset for the validation loss
+    budget = None if hours is None else hours * 3600
+    t_end = None if budget is None else time.time() + budget
+    res = None
+    while True:
+        chunk = export_every_s if t_end is None else min(export_every_s, max(0.0, t_end - time.time()))
+        res = train(model, diffusion, train_set, val_set, cfg, run_dir, task=DEFAULT_MODELS[name]["task"], device=device,
+                    time_budget_s=chunk, until_step=until_step, progress=progress)
+        st = torch.load(state, map_location="cpu", weights_only=False)
+        st["threads"] = torch.get_num_threads()
+        atomic_torch_save(st, state)
+        export_default(name, run_dir)
+        if res["done"] or (until_step is not None and res["step"] >= until_step) or (t_end is not None and time.time() >= t_end):
+            return res
