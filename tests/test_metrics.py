@@ -96,18 +96,23 @@ def test_fast_matching_equals_naive_on_hand_made_set():
     assert anon.query(rocksalt(4.8, "Ca", "O"), first_only=False)["matches"] == [0, 1]
 
 
-def _mp20(split, n, seed):
+def _mp20(split, n):
+    "First n structures of the MP-20 subset split ('train' = train + val); xtalnb.data when available, else the shared CSV."
+    try:
+        from xtalnb.data import load_dataset
+        return [c.to_structure() for c in load_dataset("mp20_subset", split, limit=n, progress=False)]
+    except ImportError:
+        pass
     root = next((p / ".." / "shared" / "data" / "mp_20_partial" for p in [Path(__file__).resolve().parent.parent, *Path.cwd().parents]
                  if (p / ".." / "shared" / "data" / "mp_20_partial").exists()), None)
     if root is None: pytest.skip("shared MP-20 subset not available on this machine")
-    cifs = pd.read_csv(root / f"{split}.csv.gz", usecols=["cif"])["cif"]
-    pick = np.random.default_rng(seed).choice(len(cifs), n, replace=False)
-    return [Structure.from_str(cifs.iloc[i], fmt="cif") for i in sorted(pick)]
+    cifs = pd.read_csv(root / f"{split}.csv.gz", usecols=["cif"], nrows=n)["cif"]
+    return [Structure.from_str(c, fmt="cif") for c in cifs]
 
 
 def test_fast_matching_equals_naive_on_real_sample():
-    refs = _mp20("val", 300, 0)
-    queries = _mp20("test", 12, 1) + [r.copy() for r in refs[:4]]
+    refs = _mp20("train", 300)
+    queries = _mp20("test", 12) + [r.copy() for r in refs[:4]]
     for q in queries[-4:]: q.perturb(0.03, min_distance=0.005)
     idx = M.MatchIndex(refs)
     fast = [bool(r["matches"]) for r in idx.query_many(queries)]
@@ -117,7 +122,7 @@ def test_fast_matching_equals_naive_on_real_sample():
 
 def test_shipped_spp_table_and_real_structures():
     tab = M.load_spp()
-    test = _mp20("test", 30, 5)
+    test = _mp20("test", 30)
     scores = np.array([tab.score(s) for s in test])
     assert np.mean(scores <= tab.threshold) >= 0.8
     squeezed = [Structure(s.lattice.matrix * 0.85, s.species, s.frac_coords) for s in test[:8]]
