@@ -393,7 +393,7 @@ def fit_lattice_limit(crystals) -> tuple[float, float]:
     s = dev.pow(2).mean((-1, -2)).sqrt().numpy()
     return c, float(np.mean(s**3 / n))
 
-# %% ../nbs/02_diffusion.ipynb 37
+# %% ../nbs/02_diffusion.ipynb 38
 FAMILIES = ("diffcsp", "mattergen")
 
 class CrystalDiffusion:
