@@ -23,9 +23,9 @@ from .crystal import Crystal
 __all__ = ['METRICS', 'CSP_MATCHER', 'SPP_RMAX', 'SPP_DR', 'SPP_SIGMA', 'SPP_BETA', 'SPP_ALPHA', 'MOTIFS', 'MOTIF_LABELS',
            'N_MOTIFS', 'N_CN', 'LED_SIGMA', 'LED_DU', 'LED_ZMAX', 'COMP_FP_STATS', 'PROTOTYPE_MATCHER', 'DESCRIPTORS',
            'as_structure', 'as_structures', 'Metric', 'register', 'min_distance', 'structural_validity',
-           'smact_validity', 'csp_match', 'csp_metrics', 'summarize_csp', 'compactness', 'complexity_per_atom',
-           'complexity_total', 'pair_distance_lists', 'SPPTable', 'default_spp_path', 'load_spp', 'spp_score',
-           'site_environments', 'structure_fingerprint', 'm_led_from_sites', 'standard_primitive',
+           'smact_validity', 'call_with_timeout', 'csp_match', 'csp_metrics', 'summarize_csp', 'compactness',
+           'complexity_per_atom', 'complexity_total', 'pair_distance_lists', 'SPPTable', 'default_spp_path', 'load_spp',
+           'spp_score', 'site_environments', 'structure_fingerprint', 'm_led_from_sites', 'standard_primitive',
            'local_environment_descriptors', 'm_led', 'element_features', 'composition_fingerprint', 'coverage',
            'density', 'n_elements', 'wasserstein', 'MatchIndex', 'naive_any_match', 'uniqueness', 'novelty',
            'aflow_prototypes', 'match_prototype', 'FrameworkIndex', 'fraction_outside_top_n', 'hhi', 'sun_flags',
@@ -122,27 +122,51 @@ def smact_validity(s, use_pauling_test: bool = True, include_alloys: bool = True
 # %% ../nbs/07_metrics.ipynb 13
 CSP_MATCHER = dict(stol=0.5, angle_tol=10, ltol=0.3)
 
-def csp_match(pred, target, matcher: StructureMatcher | None = None) -> tuple:
-    "(matched, normalised RMS displacement or nan, composition matched) for one prediction/target pair."
+class _Timeout(Exception): pass
+
+def _alarm(signum, frame): raise _Timeout()
+
+def call_with_timeout(f, timeout, *args, **kw) -> tuple:
+    "(f(*args, **kw), False), or (None, True) if it ran longer than `timeout` s (SIGALRM: Unix main thread; otherwise no limit)."
+    import threading
+    use_alarm = bool(timeout) and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if use_alarm:
+        old = signal.signal(signal.SIGALRM, _alarm); signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return f(*args, **kw), False
+    except _Timeout:
+        return None, True
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0); signal.signal(signal.SIGALRM, old)
+
+def csp_match(pred, target, matcher: StructureMatcher | None = None, timeout: float | None = 60.0) -> tuple:
+    "(matched, normalised RMS displacement or nan, composition matched, timed out) for one prediction/target pair."
     p, t = as_structure(pred), as_structure(target)
     sm = matcher or StructureMatcher(**CSP_MATCHER)
     comp_ok = p.composition.reduced_formula == t.composition.reduced_formula
-    if not comp_ok: return False, float("nan"), False
-    rms = sm.get_rms_dist(p, t)
-    if rms is None: return False, float("nan"), True
-    return True, float(rms[0]), True
+    if not comp_ok: return False, float("nan"), False, False
+    rms, timed_out = call_with_timeout(sm.get_rms_dist, timeout, p, t)
+    if rms is None: return False, float("nan"), True, timed_out
+    return True, float(rms[0]), True, False
 
-def csp_metrics(preds, targets, matcher=None) -> pd.DataFrame:
-    "Per-pair CSP table: columns match, rmse, comp_match."
+def _csp_worker(args): return csp_match(*args)
+
+def csp_metrics(preds, targets, matcher=None, timeout: float | None = 60.0, n_jobs: int = 1) -> pd.DataFrame:
+    "Per-pair CSP table: columns match, rmse, comp_match, timeout (a timed-out pair counts as not matched and is flagged)."
     preds, targets = as_structures(preds), as_structures(targets)
     if len(preds) != len(targets): raise ValueError(f"{len(preds)} predictions but {len(targets)} targets")
-    rows = [csp_match(p, t, matcher) for p, t in zip(preds, targets)]
-    return pd.DataFrame(rows, columns=["match", "rmse", "comp_match"])
+    jobs = [(p, t, matcher, timeout) for p, t in zip(preds, targets)]
+    if n_jobs > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(n_jobs) as pool: rows = pool.map(_csp_worker, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs)))
+    else: rows = [csp_match(*j) for j in jobs]
+    return pd.DataFrame(rows, columns=["match", "rmse", "comp_match", "timeout"])
 
 def summarize_csp(df: pd.DataFrame) -> dict:
     "Match rate (%), mean RMSE over matched pairs, composition match rate (%)."
     return {"match_rate": 100 * df["match"].mean(), "rmse": float(df.loc[df["match"], "rmse"].mean()) if df["match"].any() else float("nan"),
-            "comp_match_rate": 100 * df["comp_match"].mean()}
+            "comp_match_rate": 100 * df["comp_match"].mean(), "n_csp_timeout": int(df["timeout"].sum()) if "timeout" in df else 0}
 
 # %% ../nbs/07_metrics.ipynb 16
 @lru_cache(maxsize=None)
@@ -458,23 +482,10 @@ def _reduce(sm: StructureMatcher, s: Structure) -> Structure:
 def _lattice_minima(s: Structure) -> np.ndarray:
     return np.sort(np.array(s.lattice.get_niggli_reduced_lattice().abc)) / s.volume ** (1 / 3)
 
-class _Timeout(Exception): pass
-
-def _alarm(signum, frame): raise _Timeout()
-
 def _fit(sm, a, b, anonymous, timeout):
     "One fit on reduced structures; returns True/False or None on timeout."
-    use_alarm = timeout and hasattr(signal, "SIGALRM")
-    if use_alarm:
-        old = signal.signal(signal.SIGALRM, _alarm); signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        f = sm.fit_anonymous if anonymous else sm.fit
-        return bool(f(a, b, skip_structure_reduction=True))
-    except _Timeout:
-        return None
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0); signal.signal(signal.SIGALRM, old)
+    r, timed_out = call_with_timeout(sm.fit_anonymous if anonymous else sm.fit, timeout, a, b, skip_structure_reduction=True)
+    return None if timed_out else bool(r)
 
 class MatchIndex:
     "Exact, fast `any(StructureMatcher.fit(q, r) for r in references)` via formula index + provably safe prefilters."
