@@ -27,7 +27,7 @@ import torch
 __all__ = ['DEFAULT_MODELS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions',
            'git_commit', 'EMA', 'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices',
            'shard_tree', 'source_root', 'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses',
-           'validation_losses', 'train', 'default_run_dir', 'export_default', 'train_default']
+           'init_distributed', 'validation_losses', 'train', 'default_run_dir', 'export_default', 'train_default']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -343,6 +343,14 @@ def step_losses(model, diffusion, batch, step: int, cfg: TrainConfig, rank: int 
         total = total + weights.get(k, 0.0) * s * world               # DDP averages gradients over ranks
     return total, means
 
+def init_distributed(device="cpu") -> tuple:
+    "Join the process group that `torchrun` describes in the environment (gloo on CPU, nccl on CUDA); returns (rank, world)."
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
+    return _ddp_info()
+
 def _ddp_info():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
@@ -388,7 +396,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
         raise ValueError(f"task must be 'csp' or 'denovo', got {task!r}")
     train_set = list(train_set)
     run_dir = Path(run_dir)
-    rank, world = _ddp_info()
+    rank, world = init_distributed(device)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the number of processes {world}")
     model.to(device)
