@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 from .crystal import Crystal, CrystalBatch, _right_handed
 
 # %% auto 0
-__all__ = ['SamplerHooks', 'SampleContext', 'default_predict', 'clamp_known', 'Samples', 'sample']
+__all__ = ['SamplerHooks', 'SampleContext', 'default_predict', 'clamp_known', 'Samples', 'sample', 'parse_composition',
+           'generate']
 
 # %% ../nbs/04_sampling.ipynb 4
 @dataclass
@@ -172,3 +174,70 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
         out.extend(good)
         out.failed.extend(failed)
     return out
+
+# %% ../nbs/04_sampling.ipynb 13
+def parse_composition(composition, formula_units: int = 1) -> np.ndarray:
+    "Atomic numbers of one cell of `composition` (formula string or pymatgen Composition) times `formula_units`."
+    from pymatgen.core import Composition
+    try:
+        comp = Composition(composition) if not isinstance(composition, Composition) else composition
+    except Exception as e:  # pymatgen raises ValueError/KeyError for unknown symbols
+        raise ValueError(f"cannot parse composition {composition!r}: {e}") from e
+    if len(comp) == 0:
+        raise ValueError(f"empty composition {composition!r}")
+    zs = []
+    for el, amt in comp.items():
+        z = getattr(el, "Z", None)
+        if z is None or not 1 <= int(z) <= 100:
+            raise ValueError(f"unknown element {el!s} in composition {composition!r}")
+        n = amt * formula_units
+        if abs(n - round(n)) > 1e-6:
+            raise ValueError(f"composition {composition!r} has a non-integer amount of {el} ({n})")
+        zs += [int(z)] * int(round(n))
+    return np.array(zs, dtype=np.int64)
+
+def generate(n: int | None = None, composition=None, num_atoms=None, model="denovo-mp20", steps: int | None = None,
+             guidance=None, seed: int = 0, device="cpu", batch_size: int = 64, formula_units: int = 1,
+             progress: bool = True, return_crystals: bool = False) -> list:
+    """Generate crystals with a shipped or saved model; returns pymatgen Structures (or `Crystal`s).
+    `n`: number of structures; `composition`: CSP target formula (csp models); `num_atoms`: int or list (de novo)."""
+    from xtalnb.train import load_model
+    if n is not None and int(n) <= 0:
+        raise ValueError(f"n must be a positive number of structures, got {n}")
+    net, diffusion, card = load_model(model, device=device) if isinstance(model, (str, Path)) else model
+    if steps is not None and int(steps) != diffusion.T:
+        raise ValueError(f"this model was trained with T={diffusion.T} diffusion steps and samples with exactly that many "
+                         f"(got steps={steps})")
+    if guidance is not None:
+        conds = [s["name"] for s in net.config.get("cond_specs", [])]
+        raise ValueError(f"guidance was requested but model {card.get('name')!r} was trained with conditions {conds or 'none'}")
+    dist = np.asarray(card.get("num_atoms_distribution", []), dtype=float)
+    max_atoms = len(dist) - 1 if len(dist) else None
+    task = card.get("task", "denovo")
+    n = 1 if n is None else int(n)
+    if task == "csp":
+        if composition is None:
+            raise ValueError(f"model {card.get('name')!r} does crystal structure prediction: give a composition")
+        zs = parse_composition(composition, formula_units)
+        if max_atoms is not None and len(zs) > max_atoms:
+            raise ValueError(f"composition {composition!r} has {len(zs)} atoms per cell; the model was trained on cells of at most "
+                             f"{max_atoms} atoms")
+        out = sample(net, diffusion, atomic_numbers=[zs] * n, seed=seed, device=device, batch_size=batch_size, progress=progress)
+    else:
+        if composition is not None:
+            raise ValueError(f"model {card.get('name')!r} is a de novo model; use a csp model for a given composition")
+        if num_atoms is None:
+            if not len(dist):
+                raise ValueError("the model card has no num_atoms_distribution: pass num_atoms")
+            rng = np.random.default_rng(seed)
+            num_atoms = rng.choice(len(dist), size=n, p=dist / dist.sum()).tolist()
+        elif np.isscalar(num_atoms):
+            num_atoms = [int(num_atoms)] * n
+        num_atoms = [int(k) for k in num_atoms]
+        if max_atoms is not None and max(num_atoms) > max_atoms:
+            raise ValueError(f"num_atoms up to {max(num_atoms)} requested; the model was trained on cells of at most {max_atoms} atoms")
+        out = sample(net, diffusion, num_atoms=num_atoms, seed=seed, device=device, batch_size=batch_size, progress=progress)
+    if out.failed:
+        import warnings
+        warnings.warn(f"{len(out.failed)} of {n} generated cells were degenerate and are not returned: {out.failed[:3]}")
+    return list(out) if return_crystals else [c.to_structure() for c in out]
