@@ -5,6 +5,7 @@
 # %% ../nbs/01_data.ipynb 2
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -232,7 +233,7 @@ def dataset_files(name: str, split: str, root=None) -> list:
     return out
 
 # %% ../nbs/01_data.ipynb 23
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 def _parse_cifs(cifs: list) -> list:
     "Parse CIF strings to (Z, frac, lattice) arrays, or an error message per CIF (runs in worker processes)."
@@ -306,7 +307,8 @@ def _parse_csv(path: Path, id_col, limit, workers, progress) -> dict:
     arrays = {"z": np.concatenate([r[0] for r in good]) if good else np.zeros(0, np.int64),
               "frac": np.concatenate([r[1] for r in good]) if good else np.zeros((0, 3)),
               "lattice": np.stack([r[2] for r in good]) if good else np.zeros((0, 3, 3)),
-              "num_atoms": n, "ids": np.array(ids, dtype=str)[ok],
+              "num_atoms": n, "ids": np.array(ids, dtype=str)[ok], "rows": np.arange(len(df))[ok],
+              "failed_rows": np.arange(len(df))[~ok],
               "failed_ids": np.array([i for i, r in zip(ids, parsed) if isinstance(r, str)], dtype=str),
               "failed_errors": np.array([r for r in parsed if isinstance(r, str)], dtype=str)}
     for c in df.columns:
@@ -343,7 +345,7 @@ def _check_arrays(a: dict, where) -> None:
     z, x, L, n = a["z"], a["frac"], a["lattice"], a["num_atoms"]
     ok = (z.dtype == np.int64 and x.dtype == np.float64 and L.dtype == np.float64 and z.ndim == 1 and x.shape == (len(z), 3)
           and L.shape == (len(n), 3, 3) and int(n.sum()) == len(z) and (len(n) == 0 or n.min() >= 1)
-          and len(a["ids"]) == len(n) and all(a[k].shape[:1] == n.shape for k in a if k.startswith("prop:")))
+          and len(a["ids"]) == len(n) == len(a["rows"]) and len(a["failed_rows"]) == len(a["failed_ids"]) and all(a[k].shape[:1] == n.shape for k in a if k.startswith("prop:")))
     if ok and len(n):
         lengths = np.linalg.norm(L, axis=-1)
         det = np.linalg.det(L)
@@ -367,6 +369,42 @@ def _crystals_from_arrays(a: dict) -> list:
         out.append(c)
     return out
 
+def _load_cache(cpath: Path):
+    "The arrays of a cache file, or None if it is absent or unreadable (a damaged file is re-parsed, not trusted)."
+    if not cpath.is_file():
+        return None
+    try:
+        with np.load(cpath, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        _check_arrays(arrays, cpath)
+        return arrays
+    except Exception as e:
+        warnings.warn(f"ignoring unreadable cache file {cpath}: {e}")
+        return None
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    "An exclusive advisory lock (POSIX flock; a no-op where fcntl is missing), so concurrent first loads parse only once."
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+def _head(a: dict, limit: int) -> dict:
+    "The part of a parsed table that comes from the first `limit` rows of its source."
+    keep, fkeep = a["rows"] < limit, a["failed_rows"] < limit
+    per_atom = np.repeat(keep, a["num_atoms"])
+    out = {k: (v[per_atom] if k in ("z", "frac") else v[fkeep] if k.startswith("failed_") else v[keep]) for k, v in a.items()}
+    return out
+
 def read_crystals_csv(path, id_col: str | None = "material_id", limit: int | None = None, cache: bool = True,
                       workers: int = 2, progress: bool = True, strict: bool = False, name: str = "", split: str = "") -> CrystalDataset:
     "Parse a CDVAE-style CSV (a `cif` column plus property columns; .csv or .csv.gz) into a `CrystalDataset`, cached."
@@ -375,21 +413,29 @@ def read_crystals_csv(path, id_col: str | None = "material_id", limit: int | Non
         raise FileNotFoundError(f"no such CSV file: {path}")
     if limit is not None and int(limit) <= 0:
         raise ValueError(f"limit must be a positive number of rows, got {limit}")
-    cpath = cache_dir() / "parsed" / f"{path.parent.name}-{path.name.split('.')[0]}-{_cache_key(path, limit)}.npz"
-    hit = cache and cpath.is_file()
-    if hit:
-        try:
-            with np.load(cpath, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-            _check_arrays(arrays, cpath)
-        except Exception as e:  # a damaged cache file is re-parsed, not trusted
-            warnings.warn(f"ignoring unreadable cache file {cpath}: {e}")
-            hit = False
-    if not hit:
-        arrays = _parse_csv(path, id_col, limit, workers, progress)
+    stem = cache_dir() / "parsed" / f"{path.parent.name}-{path.name.split('.')[0]}"
+    cpath = Path(f"{stem}-{_cache_key(path, limit)}.npz")
+    arrays = None
+    if cache:
+        arrays = _load_cache(cpath)
+        if arrays is None and limit is not None:   # the head of an already parsed full file
+            full = _load_cache(Path(f"{stem}-{_cache_key(path, None)}.npz"))
+            arrays = None if full is None else _head(full, int(limit))
+        if arrays is None:
+            with _file_lock(cpath.with_suffix(".lock")):
+                arrays = _load_cache(cpath)   # another process may have written it while we waited
+                if arrays is None:
+                    arrays = _parse_csv(path, id_col, limit, workers, progress)
+                    _check_arrays(arrays, path)
+                    _atomic_savez(cpath, arrays)
+                    hit = False
+                else:
+                    hit = True
+        else:
+            hit = True
+    else:
+        arrays, hit = _parse_csv(path, id_col, limit, workers, progress), False
         _check_arrays(arrays, path)
-        if cache:
-            _atomic_savez(cpath, arrays)
     failed = list(zip(arrays["failed_ids"].tolist(), arrays["failed_errors"].tolist()))
     if failed:
         msg = f"{path}: {len(failed)} CIF(s) failed to parse and are left out (see .failed): {[i for i, _ in failed[:5]]}"
