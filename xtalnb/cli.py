@@ -38,6 +38,19 @@ def _cmd_tour(args):
     from xtalnb.data import data_tour
     data_tour(out_dir=args.out)
 
+def _cmd_sample(args):
+    from xtalnb.demo import write_structures
+    from xtalnb.sampling import generate
+    ss = generate(n=args.n, composition=args.composition, num_atoms=args.num_atoms, model=args.model, seed=args.seed,
+                  device=args.device, batch_size=args.batch_size, formula_units=args.formula_units)
+    print(f"wrote {len(ss)} structures to {write_structures(ss, args.out)}")
+
+def _cmd_demo(args):
+    from xtalnb.demo import run_demo
+    s = run_demo(model=args.model, n=args.n, out_dir=args.out, seed=args.seed, device=args.device)
+    for k in ("model", "model_steps", "n", "generation_s", "struct_valid", "comp_valid", "compactness_mean", "spp_valid"):
+        if k in s: print(f"{k:>18}: {s[k]}")
+
 def _cmd_train(args):
     from xtalnb.train import train_default
     r = train_default(args.model, hours=args.hours, until_step=args.until_step, run_dir=args.run_dir, device=args.device,
@@ -53,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tour", help="statistics and figures of the MP-20 subset")
     s.add_argument("--out", default="figures", help="directory for the figures")
     s.set_defaults(func=_cmd_tour)
+    s = sub.add_parser("sample", help="generate crystals with a shipped or saved model")
+    s.add_argument("--model", default="denovo-mp20", help="shipped model name or path to a .pt file")
+    s.add_argument("--composition", default=None, help="formula for CSP models, e.g. LiFePO4")
+    s.add_argument("--formula-units", type=int, default=1)
+    s.add_argument("--num-atoms", type=int, default=None, help="atoms per cell (de novo); default: drawn from the training set")
+    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default="samples.cif", help=".cif, .extxyz or .db (ASE database)")
+    s.set_defaults(func=_cmd_sample)
+    s = sub.add_parser("demo", help="the main job: sample with a shipped model, evaluate, write a figure")
+    s.add_argument("--model", default="denovo-mp20")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default="figures")
+    s.set_defaults(func=_cmd_demo)
     s = sub.add_parser("train", help="train or continue training a shipped default model (resumable)")
     s.add_argument("--model", default="csp-mp20", help="csp-mp20 or denovo-mp20")
     s.add_argument("--hours", type=float, default=None, help="wall-clock budget of this call")

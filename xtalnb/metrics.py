@@ -20,16 +20,17 @@ from pymatgen.core.structure_matcher import StructureMatcher
 from .crystal import Crystal
 
 # %% auto 0
-__all__ = ['METRICS', 'CSP_MATCHER', 'SPP_RMAX', 'SPP_DR', 'SPP_SIGMA', 'SPP_BETA', 'SPP_ALPHA', 'MOTIFS', 'MOTIF_LABELS',
-           'N_MOTIFS', 'N_CN', 'LED_SIGMA', 'LED_DU', 'LED_ZMAX', 'COMP_FP_STATS', 'PROTOTYPE_MATCHER', 'DESCRIPTORS',
-           'as_structure', 'as_structures', 'Metric', 'register', 'min_distance', 'structural_validity',
-           'smact_validity', 'call_with_timeout', 'csp_match', 'csp_metrics', 'summarize_csp', 'compactness',
-           'complexity_per_atom', 'complexity_total', 'pair_distance_lists', 'SPPTable', 'default_spp_path', 'load_spp',
-           'spp_score', 'site_environments', 'structure_fingerprint', 'm_led_from_sites', 'standard_primitive',
-           'local_environment_descriptors', 'm_led', 'element_features', 'composition_fingerprint', 'coverage',
-           'density', 'n_elements', 'wasserstein', 'MatchIndex', 'naive_any_match', 'uniqueness', 'novelty',
-           'aflow_prototypes', 'match_prototype', 'FrameworkIndex', 'fraction_outside_top_n', 'hhi', 'sun_flags',
-           'evaluate', 'summarize', 'plot_descriptor_distributions', 'report_generated']
+__all__ = ['METRICS', 'MAX_CELL_LENGTH', 'CSP_MATCHER', 'SPP_RMAX', 'SPP_DR', 'SPP_SIGMA', 'SPP_BETA', 'SPP_ALPHA', 'MOTIFS',
+           'MOTIF_LABELS', 'N_MOTIFS', 'N_CN', 'LED_SIGMA', 'LED_DU', 'LED_ZMAX', 'COMP_FP_STATS', 'PROTOTYPE_MATCHER',
+           'DESCRIPTORS', 'as_structure', 'as_structures', 'Metric', 'register', 'exploded_cell', 'min_distance',
+           'structural_validity', 'smact_validity', 'call_with_timeout', 'csp_match', 'csp_metrics', 'summarize_csp',
+           'compactness', 'complexity_per_atom', 'complexity_total', 'pair_distance_lists', 'SPPTable',
+           'default_spp_path', 'load_spp', 'spp_score', 'site_environments', 'structure_fingerprint',
+           'm_led_from_sites', 'standard_primitive', 'local_environment_descriptors', 'm_led', 'element_features',
+           'composition_fingerprint', 'coverage', 'density', 'n_elements', 'wasserstein', 'MatchIndex',
+           'naive_any_match', 'uniqueness', 'novelty', 'aflow_prototypes', 'match_prototype', 'FrameworkIndex',
+           'fraction_outside_top_n', 'hhi', 'sun_flags', 'evaluate', 'summarize', 'plot_descriptor_distributions',
+           'report_generated']
 
 # %% ../nbs/07_metrics.ipynb 5
 def as_structure(x) -> Structure:
@@ -72,9 +73,17 @@ def _pair_distances(s: Structure, r: float):
     keep = ~((i == j) & np.all(img == 0, axis=1))
     return i[keep], j[keep], d[keep]
 
+MAX_CELL_LENGTH = 100.0  # Å; MP-20 cells are < 35 Å. Longer (exploded) generated cells are invalid by fiat (our addition).
+
+def exploded_cell(s: Structure) -> bool:
+    "True for a cell with a lattice vector longer than MAX_CELL_LENGTH Å or non-finite parameters (neighbour search would blow up)."
+    abc = np.asarray(s.lattice.abc, float)
+    return bool(not np.all(np.isfinite(abc)) or abc.max() > MAX_CELL_LENGTH)
+
 def min_distance(s: Structure) -> float:
-    "Smallest interatomic distance (Å) including periodic images and self-images."
+    "Smallest interatomic distance (Å) including periodic images and self-images (nan for an exploded cell)."
     s = as_structure(s)
+    if exploded_cell(s): return float("nan")
     r = 1.0
     while r < 200:
         d = _pair_distances(s, r)[2]
@@ -84,9 +93,9 @@ def min_distance(s: Structure) -> float:
 
 @register("struct_valid", "CDVAE (Xie et al. 2022); PIGEN ED Table 1 col. A'", "all interatomic distances > 0.5 Å (periodic images included)")
 def structural_validity(s: Structure, cutoff: float = 0.5) -> bool:
-    "True when every interatomic distance (incl. periodic images) exceeds `cutoff` Å and the cell volume is > 0.1 Å³."
+    "True when every interatomic distance (incl. periodic images) exceeds `cutoff` Å, the volume is > 0.1 Å³ and no lattice vector exceeds MAX_CELL_LENGTH."
     s = as_structure(s)
-    if s.volume < 0.1: return False
+    if s.volume < 0.1 or exploded_cell(s): return False
     return bool(len(_pair_distances(s, cutoff)[2]) == 0)
 
 # %% ../nbs/07_metrics.ipynb 10
@@ -703,17 +712,22 @@ def evaluate(structures, task: str = "de_novo", reference=None, targets=None, e_
     df["density"] = [density(s) for s in ss]
     df["n_elements"] = [n_elements(s) for s in ss]
     df["hhi"] = [hhi(s) for s in ss]
+    ok = [not exploded_cell(s) for s in ss]            # exploded generated cells: descriptors are NaN, not a crash
+    df["exploded_cell"] = [not o for o in ok]
+    each = lambda f, nan=float("nan"): [f(s) if o else nan for s, o in zip(ss, ok)]
     for d in descriptors:
         if d == "spp":
             tab = spp_table or load_spp()
-            df["spp"] = [tab.score(s) for s in ss]
+            df["spp"] = each(tab.score)
             df["spp_valid"] = df["spp"] <= tab.threshold
-            df["spp_unseen_pairs"] = [tab.unseen_pairs(s) for s in ss]
+            df["spp_unseen_pairs"] = each(tab.unseen_pairs, 0)
         elif d == "m_led":
-            led = [local_environment_descriptors(s) for s in ss]
-            df["m_led"] = [x[0] for x in led]; struct_fps = np.array([x[1] for x in led])
+            led = [local_environment_descriptors(s) if o else (float("nan"), None) for s, o in zip(ss, ok)]
+            df["m_led"] = [x[0] for x in led]
+            fp_len = next((len(x[1]) for x in led if x[1] is not None), 0)
+            struct_fps = np.array([x[1] if x[1] is not None else np.full(fp_len, np.nan) for x in led])
         else:
-            df[d] = [METRICS[d].fn(s) for s in ss]
+            df[d] = each(METRICS[d].fn)
     if "compactness" in df: df["compact_ok"] = (df["compactness"] > 0.55) & (df["compactness"] < 0.85)   # PIGEN filter C
     df["unique"] = uniqueness(ss)[0]
     if reference is not None or novelty_index is not None:
@@ -760,7 +774,7 @@ def summarize(df: pd.DataFrame) -> dict:
     if "n_timeout" in df: out["n_timeout"] = int(df["n_timeout"].sum())
     return out
 
-# %% ../nbs/07_metrics.ipynb 51
+# %% ../nbs/07_metrics.ipynb 52
 def plot_descriptor_distributions(tables: dict, path=None, columns=("compactness", "m_led", "spp", "complexity")):
     "Overlayed histograms of descriptor columns, one curve per labelled table; saves to `path` if given."
     import matplotlib; matplotlib.use("Agg")
