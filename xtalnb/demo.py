@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto 0
-__all__ = ['write_structures', 'run_demo']
+__all__ = ['write_structures', 'run_demo', 'evaluate_csp_model', 'evaluate_denovo_model', 'record_metrics']
 
 # %% ../nbs/13_demo.ipynb 3
 def write_structures(structures, path) -> Path:
@@ -90,3 +90,60 @@ def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: i
                "n_requested": n, "generation_s": t_gen, **summary}
     atomic_write_text(json.dumps(summary, indent=2, default=float), out_dir / f"demo_{name}.json")
     return summary
+
+# %% ../nbs/13_demo.ipynb 7
+def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
+                       n_jobs: int = 2, progress: bool = True) -> tuple:
+    "(per-composition table, summary) of CSP on the first `n` MP-20 subset test crystals in a seeded random order."
+    from xtalnb.data import load_dataset
+    from xtalnb.metrics import csp_metrics, summarize_csp
+    from xtalnb.sampling import sample
+    from xtalnb.train import load_model
+    net, diffusion, card = load_model(model, device=device)
+    test = list(load_dataset("mp20_subset", "test"))
+    order = np.random.default_rng(seed).permutation(len(test))[:n]
+    targets = [test[i] for i in order]
+    t0 = time.time()
+    out = sample(net, diffusion, atomic_numbers=[c.atomic_numbers for c in targets], seed=seed, batch_size=batch_size,
+                 device=device, progress=progress)
+    t_gen = time.time() - t0
+    by_index = {c.props["sample_index"]: c for c in out}
+    import pandas as pd
+    pairs = [(i, by_index[i]) for i in range(len(targets)) if i in by_index]
+    df = csp_metrics([c for _, c in pairs], [targets[i] for i, _ in pairs], n_jobs=n_jobs)
+    df.insert(0, "material_id", [targets[i].id for i, _ in pairs])
+    failed = pd.DataFrame({"material_id": [targets[i].id for i, _ in out.failed], "match": False, "rmse": float("nan"),
+                           "comp_match": True, "timeout": False})
+    df = pd.concat([df, failed], ignore_index=True) if len(failed) else df
+    summary = {**summarize_csp(df), "n": len(targets), "n_degenerate": len(out.failed), "generation_s": t_gen,
+               "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed}
+    return df, summary
+
+def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
+                          progress: bool = True) -> tuple:
+    "(per-structure table, summary): structural and SMACT validity of `n` de novo samples."
+    from xtalnb.metrics import evaluate
+    from xtalnb.sampling import generate
+    from xtalnb.train import load_model
+    net, diffusion, card = load_model(model, device=device)
+    t0 = time.time()
+    ss = generate(n=n, model=(net, diffusion, card), seed=seed, batch_size=batch_size, device=device, progress=progress)
+    t_gen = time.time() - t0
+    df, summary = evaluate(ss, descriptors=("compactness",))
+    n_bad = n - len(ss)   # degenerate cells count as invalid
+    summary.update(struct_valid=100 * float(df["struct_valid"].sum()) / n, comp_valid=100 * float(df["comp_valid"].sum()) / n,
+                   n=n, n_degenerate=n_bad, generation_s=t_gen, model_steps=card.get("steps"), model_sha256=card.get("sha256"),
+                   seed=seed)
+    return df, summary
+
+def record_metrics(model: str, key: str, summary: dict) -> dict:
+    "Add `summary` under `metrics[key]` of a shipped model's card (the card's weights hash must match the summary's)."
+    from xtalnb.train import atomic_write_text, checkpoint_dir
+    p = checkpoint_dir() / f"{model}.json"
+    card = json.loads(p.read_text())
+    if summary.get("model_sha256") not in (None, card["sha256"]):
+        raise ValueError(f"these metrics were measured on weights {summary['model_sha256'][:12]}…, "
+                         f"but {model} is now {card['sha256'][:12]}…")
+    card.setdefault("metrics", {})[key] = summary
+    atomic_write_text(json.dumps(card, indent=2, default=float), p)
+    return card
