@@ -155,6 +155,7 @@ def csp_match(pred, target, matcher: StructureMatcher | None = None, timeout: fl
     sm = matcher or StructureMatcher(**CSP_MATCHER)
     comp_ok = p.composition.reduced_formula == t.composition.reduced_formula
     if not comp_ok: return False, float("nan"), False, False
+    if exploded_cell(p): return False, float("nan"), True, False   # exploded cell: counted as not matched (our rule, also structurally invalid)
     rms, timed_out = call_with_timeout(sm.get_rms_dist, timeout, p, t)
     if rms is None: return False, float("nan"), True, timed_out
     return True, float(rms[0]), True, False
