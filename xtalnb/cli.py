@@ -42,12 +42,12 @@ def _cmd_sample(args):
     from xtalnb.demo import write_structures
     from xtalnb.sampling import generate
     ss = generate(n=args.n, composition=args.composition, num_atoms=args.num_atoms, model=args.model, seed=args.seed,
-                  device=args.device, batch_size=args.batch_size, formula_units=args.formula_units)
+                  device=args.device, batch_size=args.batch_size, formula_units=args.formula_units, steps=args.steps)
     print(f"wrote {len(ss)} structures to {write_structures(ss, args.out)}")
 
 def _cmd_demo(args):
     from xtalnb.demo import run_demo
-    s = run_demo(model=args.model, n=args.n, out_dir=args.out, seed=args.seed, device=args.device)
+    s = run_demo(model=args.model, n=args.n, out_dir=args.out, seed=args.seed, device=args.device, steps=args.steps)
     for k in ("model", "model_steps", "n", "generation_s", "struct_valid", "comp_valid", "compactness_mean", "spp_valid"):
         if k in s: print(f"{k:>18}: {s[k]}")
 
@@ -56,6 +56,23 @@ def _cmd_train(args):
     r = train_default(args.model, hours=args.hours, until_step=args.until_step, run_dir=args.run_dir, device=args.device,
                       threads=args.threads, progress=not args.no_progress)
     print(f"{args.model}: step {r['step']}, {r['elapsed_s'] / 3600:.2f} h of training in total, done={r['done']}")
+
+def _cmd_evaluate(args):
+    import json
+    from xtalnb.demo import evaluate_csp_model, evaluate_denovo_model, record_metrics
+    from xtalnb.train import load_model
+    card = load_model(args.model)[2]
+    task = card.get("task", "denovo")
+    fn = evaluate_csp_model if task == "csp" else evaluate_denovo_model
+    kw = dict(n_jobs=args.jobs) if task == "csp" else {}
+    df, summary = fn(args.model, n=args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                     work_dir=args.work_dir, **kw)
+    print(json.dumps(summary, indent=1, default=float))
+    if args.table:
+        df.to_csv(args.table, index=False)
+    if args.record:
+        record_metrics(args.model, f"{task}_test_n{args.n}_seed{args.seed}", summary)
+        print(f"recorded in the model card of {args.model}")
 
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `xtalnb` command (subcommands register here)."
@@ -75,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's T; fewer = strided, faster)")
     s.add_argument("--out", default="samples.cif", help=".cif, .extxyz or .db (ASE database)")
     s.set_defaults(func=_cmd_sample)
     s = sub.add_parser("demo", help="the main job: sample with a shipped model, evaluate, write a figure")
@@ -82,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's T)")
     s.add_argument("--out", default="figures")
     s.set_defaults(func=_cmd_demo)
     s = sub.add_parser("train", help="train or continue training a shipped default model (resumable)")
@@ -93,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_train)
+    s = sub.add_parser("evaluate", help="CSP match rate / de novo validity of a model on the MP-20 subset test split (resumable)")
+    s.add_argument("--model", default="csp-mp20", help="shipped model name or path to a .pt file (task read from its card)")
+    s.add_argument("--n", type=int, default=1000, help="test compositions (CSP) or samples (de novo)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--jobs", type=int, default=1, help="StructureMatcher worker processes (CSP)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--work-dir", default=None, help="directory for finished chunks: rerunning continues there")
+    s.add_argument("--table", default=None, help="write the per-structure table to this CSV")
+    s.add_argument("--record", action="store_true", help="store the summary in the shipped model's card")
+    s.set_defaults(func=_cmd_evaluate)
     return p
 
 def main(argv=None):

@@ -48,7 +48,7 @@ def write_structures(structures, path) -> Path:
 
 # %% ../nbs/13_demo.ipynb 5
 def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: int = 0, device="cpu",
-             composition: str | None = None, progress: bool = True) -> dict:
+             composition: str | None = None, progress: bool = True, steps: int | None = None) -> dict:
     "Generate `n` crystals with a shipped model, evaluate them, and write CIF, CSV and a figure to `out_dir`."
     import matplotlib
     matplotlib.use("Agg")
@@ -62,7 +62,8 @@ def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: i
     out_dir.mkdir(parents=True, exist_ok=True)
     net, diffusion, card = load_model(model, device=device)
     t0 = time.time()
-    ss = generate(n=n, composition=composition, model=(net, diffusion, card), seed=seed, device=device, progress=progress)
+    ss = generate(n=n, composition=composition, model=(net, diffusion, card), seed=seed, device=device, progress=progress,
+                  steps=steps)
     t_gen = time.time() - t0
     df, summary = evaluate(ss, descriptors=("compactness", "spp", "complexity"))
     name = card.get("name", "model")
@@ -87,53 +88,110 @@ def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: i
     fig.savefig(out_dir / f"demo_{name}.png", dpi=110)
     plt.close(fig)
     summary = {"model": name, "model_sha256": card.get("sha256"), "model_steps": card.get("steps"), "seed": seed,
-               "n_requested": n, "generation_s": t_gen, **summary}
+               "n_requested": n, "steps": steps or diffusion.T, "generation_s": t_gen, **summary}
     atomic_write_text(json.dumps(summary, indent=2, default=float), out_dir / f"demo_{name}.json")
     return summary
 
 # %% ../nbs/13_demo.ipynb 7
+def _chunk_seed(seed: int, k: int) -> int: return int(seed) * 100003 + int(k)
+
+def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progress: bool):
+    "Run `run_chunk(k, lo, hi) -> DataFrame` over chunks of `batch_size`, resumably in `work_dir`; returns (table, seconds)."
+    import pandas as pd
+    from tqdm.auto import tqdm
+    from xtalnb.train import atomic_write_text
+    if batch_size < 1 or n < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    wd = None if work_dir is None else Path(work_dir)
+    if wd is not None:
+        wd.mkdir(parents=True, exist_ok=True)
+        mp = wd / "meta.json"
+        if mp.exists():
+            old = json.loads(mp.read_text())
+            if old != json.loads(json.dumps(meta, default=str)):
+                diff = {k: (old.get(k), meta.get(k)) for k in set(old) | set(meta) if old.get(k) != meta.get(k)}
+                raise ValueError(f"{wd} holds chunks of a different evaluation (differs in {diff}); use another work_dir")
+        else:
+            atomic_write_text(json.dumps(meta, indent=1, default=str), mp)
+    frames, secs = [], 0.0
+    chunks = list(range(0, n, batch_size))
+    for k, lo in enumerate(tqdm(chunks, disable=not progress, desc="chunks")):
+        hi = min(n, lo + batch_size)
+        f = None if wd is None else wd / f"chunk_{k:05d}.csv"
+        if f is not None and f.exists():
+            df = pd.read_csv(f)
+        else:
+            t0 = time.time()
+            df = run_chunk(k, lo, hi)
+            df["chunk_seconds"] = time.time() - t0
+            if f is not None:
+                atomic_write_text(df.to_csv(index=False), f)
+        secs += float(df["chunk_seconds"].iloc[0]) if len(df) else 0.0
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True), secs
+
 def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
-                       n_jobs: int = 2, progress: bool = True) -> tuple:
+                       n_jobs: int = 1, progress: bool = True, work_dir=None) -> tuple:
     "(per-composition table, summary) of CSP on the first `n` MP-20 subset test crystals in a seeded random order."
+    import pandas as pd
     from xtalnb.data import load_dataset
     from xtalnb.metrics import csp_metrics, summarize_csp
     from xtalnb.sampling import sample
     from xtalnb.train import load_model
     net, diffusion, card = load_model(model, device=device)
     test = list(load_dataset("mp20_subset", "test"))
+    if not 1 <= n <= len(test):
+        raise ValueError(f"n must be in 1..{len(test)} (the test split), got {n}")
     order = np.random.default_rng(seed).permutation(len(test))[:n]
     targets = [test[i] for i in order]
-    t0 = time.time()
-    out = sample(net, diffusion, atomic_numbers=[c.atomic_numbers for c in targets], seed=seed, batch_size=batch_size,
-                 device=device, progress=progress)
-    t_gen = time.time() - t0
-    by_index = {c.props["sample_index"]: c for c in out}
-    import pandas as pd
-    pairs = [(i, by_index[i]) for i in range(len(targets)) if i in by_index]
-    df = csp_metrics([c for _, c in pairs], [targets[i] for i, _ in pairs], n_jobs=n_jobs)
-    df.insert(0, "material_id", [targets[i].id for i, _ in pairs])
-    failed = pd.DataFrame({"material_id": [targets[i].id for i, _ in out.failed], "match": False, "rmse": float("nan"),
-                           "comp_match": True, "timeout": False})
-    df = pd.concat([df, failed], ignore_index=True) if len(failed) else df
-    summary = {**summarize_csp(df), "n": len(targets), "n_degenerate": len(out.failed), "generation_s": t_gen,
+    def run_chunk(k, lo, hi):
+        tg = targets[lo:hi]
+        out = sample(net, diffusion, atomic_numbers=[c.atomic_numbers for c in tg], seed=_chunk_seed(seed, k),
+                     batch_size=hi - lo, device=device, progress=False)
+        by_index = {c.props["sample_index"]: c for c in out}
+        pairs = [(i, by_index[i]) for i in range(len(tg)) if i in by_index]
+        df = csp_metrics([c for _, c in pairs], [tg[i] for i, _ in pairs], n_jobs=n_jobs)
+        df.insert(0, "material_id", [tg[i].id for i, _ in pairs])
+        df["degenerate"] = False
+        failed = pd.DataFrame({"material_id": [tg[i].id for i, _ in out.failed], "match": False, "rmse": float("nan"),
+                               "comp_match": True, "timeout": False, "degenerate": True})
+        return pd.concat([df, failed], ignore_index=True) if len(failed) else df
+    meta = {"kind": "csp", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size}
+    df, secs = _run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
+    summary = {**summarize_csp(df.drop(columns=["chunk_seconds", "degenerate"])), "n": n,
+               "n_degenerate": int(df["degenerate"].sum()), "generation_and_matching_s": secs,
                "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed}
     return df, summary
 
 def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
-                          progress: bool = True) -> tuple:
-    "(per-structure table, summary): structural and SMACT validity of `n` de novo samples."
+                          progress: bool = True, work_dir=None) -> tuple:
+    "(per-structure table, summary): structural and SMACT validity of `n` de novo samples (degenerate cells count as invalid)."
+    import pandas as pd
     from xtalnb.metrics import evaluate
-    from xtalnb.sampling import generate
+    from xtalnb.sampling import sample
     from xtalnb.train import load_model
     net, diffusion, card = load_model(model, device=device)
-    t0 = time.time()
-    ss = generate(n=n, model=(net, diffusion, card), seed=seed, batch_size=batch_size, device=device, progress=progress)
-    t_gen = time.time() - t0
-    df, summary = evaluate(ss, descriptors=("compactness",))
-    n_bad = n - len(ss)   # degenerate cells count as invalid
-    summary.update(struct_valid=100 * float(df["struct_valid"].sum()) / n, comp_valid=100 * float(df["comp_valid"].sum()) / n,
-                   n=n, n_degenerate=n_bad, generation_s=t_gen, model_steps=card.get("steps"), model_sha256=card.get("sha256"),
-                   seed=seed)
+    dist = np.asarray(card["num_atoms_distribution"], dtype=float)
+    sizes = np.random.default_rng(seed).choice(len(dist), size=n, p=dist / dist.sum())
+    def run_chunk(k, lo, hi):
+        out = sample(net, diffusion, num_atoms=sizes[lo:hi].tolist(), seed=_chunk_seed(seed, k), batch_size=hi - lo,
+                     device=device, progress=False)
+        df, _ = evaluate([c.to_structure() for c in out], descriptors=("compactness",))
+        df.insert(0, "request", [lo + c.props["sample_index"] for c in out])
+        df["degenerate"] = False
+        bad = pd.DataFrame({"request": [lo + i for i, _ in out.failed], "struct_valid": False, "comp_valid": False,
+                            "degenerate": True})
+        return pd.concat([df, bad], ignore_index=True) if len(bad) else df
+    meta = {"kind": "denovo", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size}
+    df, secs = _run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
+    ok = df[~df["degenerate"].astype(bool)]
+    summary = {"struct_valid": 100 * float(df["struct_valid"].astype(bool).sum()) / n,
+               "comp_valid": 100 * float(df["comp_valid"].astype(bool).sum()) / n,
+               "valid": 100 * float((df["struct_valid"].astype(bool) & df["comp_valid"].astype(bool)).sum()) / n,
+               "compactness_mean": float(ok["compactness"].mean()) if "compactness" in ok else float("nan"),
+               "density_mean": float(ok["density"].mean()) if "density" in ok else float("nan"),
+               "n": n, "n_degenerate": int(df["degenerate"].astype(bool).sum()), "generation_and_eval_s": secs,
+               "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed}
     return df, summary
 
 def record_metrics(model: str, key: str, summary: dict) -> dict:

@@ -215,15 +215,25 @@ class GaussianVP:
         _, sd = self.limit_mean_std(num_atoms, x_t)
         return -self._sym(eps_hat) / (sd * (1 - self._sched("alpha_bar", t, x_t)).sqrt())
 
-    def reverse_step(self, x_t, eps_hat, t, num_atoms=None, generator=None):
-        "One ancestral DDPM step x_t -> x_{t-1} (dosmatgen.txt Eqs. A3–A4), no noise at t = 1."
+    def reverse_step(self, x_t, eps_hat, t, num_atoms=None, generator=None, s=None):
+        """One ancestral DDPM step x_t -> x_{t-1} (dosmatgen.txt Eqs. A3–A4), no noise at t = 1.
+        With `s` (< t, per row) the step jumps to x_s through the posterior q(x_s | x_t, x̂_0) (strided sampling)."""
         t = check_t(t, self.T)
         mu, sd = self.limit_mean_std(num_atoms, x_t)
         y = (x_t - mu) / sd
-        a, ab, pv = (self._sched(k, t, x_t) for k in ("alpha", "alpha_bar", "post_var"))
-        mean = (y - (1 - a) / (1 - ab).sqrt() * self._sym(eps_hat)) / a.sqrt()
         z = self.noise(x_t.shape, generator, x_t.device, x_t.dtype)
-        return mu + sd * (mean + pv.sqrt() * z)
+        if s is None:
+            a, ab, pv = (self._sched(k, t, x_t) for k in ("alpha", "alpha_bar", "post_var"))
+            mean = (y - (1 - a) / (1 - ab).sqrt() * self._sym(eps_hat)) / a.sqrt()
+            return mu + sd * (mean + pv.sqrt() * z)
+        s = torch.as_tensor(s, dtype=torch.long, device=t.device).expand_as(t)
+        if bool((s < 0).any() or (s >= t).any()): raise ValueError("reverse_step: need 0 <= s < t")
+        ab_t, ab_s = self._sched("alpha_bar", t, x_t), self._sched("alpha_bar", s, x_t)
+        a_ts = ab_t / ab_s                                   # ᾱ_{t|s}
+        x0 = (y - (1 - ab_t).sqrt() * self._sym(eps_hat)) / ab_t.sqrt()
+        mean = (ab_s.sqrt() * (1 - a_ts) * x0 + a_ts.sqrt() * (1 - ab_s) * y) / (1 - ab_t)
+        var = ((1 - a_ts) * (1 - ab_s) / (1 - ab_t)).clamp_min(0)
+        return mu + sd * (mean + var.sqrt() * z)
 
 # %% ../nbs/02_diffusion.ipynb 25
 class WrappedNormalVE:
@@ -286,11 +296,13 @@ class WrappedNormalVE:
         z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         return torch.remainder(x_t + eps * self.score_from_output(out, t, num_atoms) + (2 * eps).sqrt() * z, 1.0)
 
-    def predictor_step(self, x_t, out, t, num_atoms=None, generator=None, noise: str = "posterior"):
-        "Reverse VE step t -> t-1: x + (σ_t² − σ_{t−1}²) s + τ z, wrapped (DiffCSP / MatterGen A6)."
+    def predictor_step(self, x_t, out, t, num_atoms=None, generator=None, noise: str = "posterior", s=None):
+        "Reverse VE step t -> t-1 (or -> s < t): x + (σ_t² − σ_s²) s + τ z, wrapped (DiffCSP / MatterGen A6)."
         if noise not in ("posterior", "ancestral"): raise ValueError(f"noise must be 'posterior' or 'ancestral', got {noise!r}")
         t = check_t(t, self.T)
-        s_t, s_prev = self.sigma_t(t, num_atoms, x_t), self.sigma_t(t - 1, num_atoms, x_t)
+        s = t - 1 if s is None else torch.as_tensor(s, dtype=torch.long, device=t.device).expand_as(t)
+        if bool((s < 0).any() or (s >= t).any()): raise ValueError("predictor_step: need 0 <= s < t")
+        s_t, s_prev = self.sigma_t(t, num_atoms, x_t), self.sigma_t(s, num_atoms, x_t)
         dvar = s_t**2 - s_prev**2
         tau2 = s_prev**2 * dvar / s_t**2 if noise == "posterior" else dvar
         z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
@@ -337,12 +349,20 @@ class D3PMAbsorbing:
         keep = rand(a0.shape, generator, a0.device, torch.float64) < self.alpha_bar.to(a0.device)[t]
         return torch.where(keep, a0, torch.full_like(a0, self.mask)), a0
 
-    def posterior(self, a_t, p0, t):
-        "q(a_{t−1} | a_t, a_0) for a distribution p0 (N, K or K+1) over a_0 -> probabilities (N, K+1) (Eqs. A15–A16)."
+    def posterior(self, a_t, p0, t, s=None):
+        """q(a_{t−1} | a_t, a_0) for a distribution p0 (N, K or K+1) over a_0 -> probabilities (N, K+1) (Eqs. A15–A16).
+        With `s` < t: q(a_s | a_t, a_0), whose one-step masking probability β_t becomes 1 − ᾱ_t/ᾱ_s (strided sampling)."""
         self._check_tokens(a_t, "a_t"); t = check_t(t, self.T)
         if p0.shape[-1] == self.K: p0 = torch.cat([p0, p0.new_zeros(p0.shape[:-1] + (1,))], -1)
-        b = self.beta.to(p0.device)[t].to(p0.dtype)[:, None]
-        ab_prev = self.alpha_bar.to(p0.device)[t - 1].to(p0.dtype)[:, None]
+        if s is None:
+            b = self.beta.to(p0.device)[t].to(p0.dtype)[:, None]
+            ab_prev = self.alpha_bar.to(p0.device)[t - 1].to(p0.dtype)[:, None]
+        else:
+            s = torch.as_tensor(s, dtype=torch.long, device=t.device).expand_as(t)
+            if bool((s < 0).any() or (s >= t).any()): raise ValueError("posterior: need 0 <= s < t")
+            ab = self.alpha_bar.to(p0.device).to(p0.dtype)
+            ab_prev = ab[s][:, None]
+            b = 1 - ab[t][:, None] / ab_prev
         pm = p0[:, self.mask:]
         # a_t = MASK: [a_t Q_tᵀ]_j = β_t (j ≠ m), 1 (j = m);  [p0 Q̄_{t−1}]_j = ᾱ p0_j (j ≠ m), p0_m + (1 − ᾱ)(1 − p0_m)
         un = torch.cat([b * ab_prev * p0[:, :self.mask], pm + (1 - ab_prev) * (1 - pm)], -1)
@@ -363,9 +383,9 @@ class D3PMAbsorbing:
         nll1 = -torch.log(p.gather(1, a0[:, None])[:, 0].clamp_min(tiny))
         return (torch.where(t == 1, nll1, kl) + self.lambda_ce * ce).to(logits.dtype)
 
-    def reverse_step(self, a_t, logits, t, generator=None):
-        "Sample a_{t−1} ~ p_θ(a_{t−1} | a_t) through the predicted a_0 (Eq. A16)."
-        probs = self.posterior(a_t, torch.softmax(logits.double(), -1), t)
+    def reverse_step(self, a_t, logits, t, generator=None, s=None):
+        "Sample a_{t−1} (or a_s, s < t) ~ p_θ(· | a_t) through the predicted a_0 (Eq. A16)."
+        probs = self.posterior(a_t, torch.softmax(logits.double(), -1), t, s)
         if generator is not None and generator.device != probs.device: probs = probs.to(generator.device)
         return torch.multinomial(probs, 1, generator=generator)[:, 0].to(a_t.device)
 
@@ -521,15 +541,22 @@ class CrystalDiffusion:
         t = self._t_rows(t, num_atoms.numel(), out_frac.device)
         return self.frac.score_from_output(out_frac, t[batch_index], num_atoms[batch_index])
 
-    def predictor_step(self, noisy: dict, model_out: dict, t, num_atoms, batch_index, generator=None, frac_noise=None) -> dict:
-        "All fields t -> t−1: DDPM (lattice, continuous types), D3PM via predicted a_0, reverse VE for coordinates."
+    def predictor_step(self, noisy: dict, model_out: dict, t, num_atoms, batch_index, generator=None, frac_noise=None,
+                       t_prev=None) -> dict:
+        """All fields t -> t−1 (or -> `t_prev` < t for strided sampling with fewer steps): DDPM (lattice, continuous types),
+        D3PM via predicted a_0, reverse VE for coordinates."""
         t = self._t_rows(t, num_atoms.numel(), noisy["frac"].device)
         ta, na = t[batch_index], num_atoms[batch_index]
+        s = sa = None
+        if t_prev is not None:
+            s = torch.as_tensor(t_prev, dtype=torch.long, device=t.device).expand_as(t)
+            if bool((s < 0).any() or (s >= t).any()): raise ValueError("predictor_step: need 0 <= t_prev < t")
+            sa = s[batch_index]
         frac_noise = frac_noise or ("ancestral" if self.family == "mattergen" else "posterior")
-        L = self.lattice.reverse_step(noisy["lattice"], model_out["lattice"], t, num_atoms, generator)
-        X = self.frac.predictor_step(noisy["frac"], model_out["frac"], ta, na, generator, frac_noise)
-        if self.discrete_types: A = self.types.reverse_step(noisy["types"], model_out["types"], ta, generator)
-        else: A = self.types.reverse_step(noisy["types"], model_out["types"], ta, None, generator)
+        L = self.lattice.reverse_step(noisy["lattice"], model_out["lattice"], t, num_atoms, generator, s)
+        X = self.frac.predictor_step(noisy["frac"], model_out["frac"], ta, na, generator, frac_noise, sa)
+        if self.discrete_types: A = self.types.reverse_step(noisy["types"], model_out["types"], ta, generator, sa)
+        else: A = self.types.reverse_step(noisy["types"], model_out["types"], ta, None, generator, sa)
         return {"lattice": L, "frac": X, "types": A}
 
     def corrector_step(self, noisy: dict, model_out: dict, t, num_atoms, batch_index, step_lr: float = 1e-5,

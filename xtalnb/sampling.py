@@ -15,8 +15,8 @@ import torch
 from .crystal import Crystal, CrystalBatch, _right_handed
 
 # %% auto 0
-__all__ = ['SamplerHooks', 'SampleContext', 'default_predict', 'clamp_known', 'Samples', 'sample', 'parse_composition',
-           'generate']
+__all__ = ['SamplerHooks', 'SampleContext', 'default_predict', 'clamp_known', 'step_schedule', 'Samples', 'sample',
+           'parse_composition', 'generate']
 
 # %% ../nbs/04_sampling.ipynb 4
 @dataclass
@@ -68,8 +68,17 @@ def clamp_known(known: CrystalBatch, types_mask=None, frac_mask=None, lattice_ma
     return hook
 
 # %% ../nbs/04_sampling.ipynb 7
+def step_schedule(t0: int, steps: int | None = None) -> list:
+    "Visited steps t0 = τ_0 > τ_1 > … > τ_S = 0 (evenly spaced, rounded); `steps=None` visits every step."
+    t0 = int(t0)
+    steps = t0 if steps is None else int(steps)
+    if not 1 <= steps <= t0:
+        raise ValueError(f"steps must be in 1..{t0} (the chain starts at t0={t0}), got {steps}")
+    taus = np.unique(np.round(np.linspace(0, t0, steps + 1)).astype(int))[::-1]
+    return taus.tolist()
+
 @torch.no_grad()
-def _run_chain(model, diffusion, state, t0, ctx, hooks, step_lr, corrector_steps, progress):
+def _run_chain(model, diffusion, state, t0, ctx, hooks, step_lr, corrector_steps, progress, steps=None):
     from tqdm.auto import tqdm
     B, dev = ctx.num_atoms.numel(), state["frac"].device
     predict = hooks.predict or default_predict
@@ -78,15 +87,17 @@ def _run_chain(model, diffusion, state, t0, ctx, hooks, step_lr, corrector_steps
         for m in hooks.modifiers:
             out = m(out, st, t, ctx)
         return out
-    for ti in tqdm(range(t0, 0, -1), disable=not progress, desc="sampling", leave=False):
+    taus = step_schedule(t0, steps)
+    for ti, si in tqdm(list(zip(taus[:-1], taus[1:])), disable=not progress, desc="sampling", leave=False):
         t = torch.full((B,), ti, dtype=torch.long, device=dev)
         for _ in range(corrector_steps):
             state = diffusion.corrector_step(state, model_out(state, t), t, ctx.num_atoms, ctx.batch, step_lr, ctx.generator)
-        state = diffusion.predictor_step(state, model_out(state, t), t, ctx.num_atoms, ctx.batch, ctx.generator)
+        state = diffusion.predictor_step(state, model_out(state, t), t, ctx.num_atoms, ctx.batch, ctx.generator,
+                                         t_prev=None if si == ti - 1 else si)
         for p in hooks.project:
-            state = p(state, ti - 1, ctx)
+            state = p(state, si, ctx)
         if hooks.record is not None:
-            hooks.record(state, ti - 1, ctx)
+            hooks.record(state, si, ctx)
     return state
 
 # %% ../nbs/04_sampling.ipynb 8
@@ -112,11 +123,12 @@ def _decode_to_crystals(diffusion, state, na, bidx, first_index: int):
 def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | None = None, template: list | None = None,
            t0: int | None = None, cond: dict | None = None, atom_cond=None, hooks: SamplerHooks | None = None,
            step_lr: float = 1e-5, corrector_steps: int = 1, batch_size: int = 64, seed: int = 0, device="cpu",
-           progress: bool = True) -> list:
+           progress: bool = True, steps: int | None = None) -> list:
     """Generate crystals with the one reverse loop. Returns a list of `Crystal`.
     - `num_atoms`: list of atom counts (de novo), or implied by `atomic_numbers` (CSP: list of Z arrays) or `template`.
     - `template` + `t0`: start from the template crystals noised to step t0 < T (template-guided generation).
-    - `cond`: {name: tensor (B,)} global conditions, `atom_cond`: (Ntot, D) per-atom condition, both for the whole request."""
+    - `cond`: {name: tensor (B,)} global conditions, `atom_cond`: (Ntot, D) per-atom condition, both for the whole request.
+    - `steps`: number of reverse steps (default: every step from t0; fewer = strided sampling)."""
     hooks = hooks or SamplerHooks()
     if atomic_numbers is not None:
         atomic_numbers = [np.asarray(z, dtype=np.int64) for z in atomic_numbers]
@@ -143,6 +155,7 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
         raise ValueError(f"t0 must be in 1..{diffusion.T}, got {t0}")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    step_schedule(t0, steps)   # validates `steps` before any work
     model = model.to(device).eval()
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     out, atom_off = Samples(), 0
@@ -169,7 +182,7 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
             state["types"] = diffusion.clean_fields(known)["types"]
             extra_proj.append(clamp_known(known, types_mask=torch.ones(n_tot, dtype=torch.bool, device=device), clean_types=True))
         h = SamplerHooks(hooks.predict, list(hooks.modifiers), list(hooks.project) + extra_proj, hooks.record)
-        state = _run_chain(model, diffusion, state, t0, ctx, h, step_lr, corrector_steps, progress)
+        state = _run_chain(model, diffusion, state, t0, ctx, h, step_lr, corrector_steps, progress, steps)
         good, failed = _decode_to_crystals(diffusion, state, na, bidx, s)
         out.extend(good)
         out.failed.extend(failed)
@@ -205,9 +218,8 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
     if n is not None and int(n) <= 0:
         raise ValueError(f"n must be a positive number of structures, got {n}")
     net, diffusion, card = load_model(model, device=device) if isinstance(model, (str, Path)) else model
-    if steps is not None and int(steps) != diffusion.T:
-        raise ValueError(f"this model was trained with T={diffusion.T} diffusion steps and samples with exactly that many "
-                         f"(got steps={steps})")
+    if steps is not None and not 1 <= int(steps) <= diffusion.T:
+        raise ValueError(f"steps must be in 1..{diffusion.T} (this model's T), got {steps}")
     if guidance is not None:
         conds = [s["name"] for s in net.config.get("cond_specs", [])]
         raise ValueError(f"guidance was requested but model {card.get('name')!r} was trained with conditions {conds or 'none'}")
@@ -222,7 +234,8 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
         if max_atoms is not None and len(zs) > max_atoms:
             raise ValueError(f"composition {composition!r} has {len(zs)} atoms per cell; the model was trained on cells of at most "
                              f"{max_atoms} atoms")
-        out = sample(net, diffusion, atomic_numbers=[zs] * n, seed=seed, device=device, batch_size=batch_size, progress=progress)
+        out = sample(net, diffusion, atomic_numbers=[zs] * n, seed=seed, device=device, batch_size=batch_size, progress=progress,
+                     steps=steps)
     else:
         if composition is not None:
             raise ValueError(f"model {card.get('name')!r} is a de novo model; use a csp model for a given composition")
@@ -236,7 +249,8 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
         num_atoms = [int(k) for k in num_atoms]
         if max_atoms is not None and max(num_atoms) > max_atoms:
             raise ValueError(f"num_atoms up to {max(num_atoms)} requested; the model was trained on cells of at most {max_atoms} atoms")
-        out = sample(net, diffusion, num_atoms=num_atoms, seed=seed, device=device, batch_size=batch_size, progress=progress)
+        out = sample(net, diffusion, num_atoms=num_atoms, seed=seed, device=device, batch_size=batch_size, progress=progress,
+                     steps=steps)
     if out.failed:
         import warnings
         warnings.warn(f"{len(out.failed)} of {n} generated cells were degenerate and are not returned: {out.failed[:3]}")
