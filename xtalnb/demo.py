@@ -131,7 +131,7 @@ def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progre
     return pd.concat(frames, ignore_index=True), secs
 
 def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
-                       n_jobs: int = 1, progress: bool = True, work_dir=None) -> tuple:
+                       n_jobs: int = 1, progress: bool = True, work_dir=None, steps: int | None = None) -> tuple:
     "(per-composition table, summary) of CSP on the first `n` MP-20 subset test crystals in a seeded random order."
     import pandas as pd
     from xtalnb.data import load_dataset
@@ -147,7 +147,9 @@ def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, ba
     def run_chunk(k, lo, hi):
         tg = targets[lo:hi]
         out = sample(net, diffusion, atomic_numbers=[c.atomic_numbers for c in tg], seed=_chunk_seed(seed, k),
-                     batch_size=hi - lo, device=device, progress=False)
+                     batch_size=hi - lo, device=device, progress=False, steps=steps)
+        if work_dir is not None:   # keep the generated structures next to their scores (for relaxation, RMSD, plots)
+            write_structures([c.to_structure() for c in out], Path(work_dir) / f"chunk_{k:05d}.extxyz")
         by_index = {c.props["sample_index"]: c for c in out}
         pairs = [(i, by_index[i]) for i in range(len(tg)) if i in by_index]
         df = csp_metrics([c for _, c in pairs], [tg[i] for i, _ in pairs], n_jobs=n_jobs)
@@ -156,16 +158,19 @@ def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, ba
         failed = pd.DataFrame({"material_id": [tg[i].id for i, _ in out.failed], "match": False, "rmse": float("nan"),
                                "comp_match": True, "timeout": False, "degenerate": True})
         return pd.concat([df, failed], ignore_index=True) if len(failed) else df
-    meta = {"kind": "csp", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size}
+    meta = {"kind": "csp", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size,
+            "steps": steps or diffusion.T}
     df, secs = _run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
     summary = {**summarize_csp(df.drop(columns=["chunk_seconds", "degenerate"])), "n": n,
                "n_degenerate": int(df["degenerate"].sum()), "generation_and_matching_s": secs,
-               "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed}
+               "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed,
+               "sampling_steps": steps or diffusion.T}
     return df, summary
 
 def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
-                          progress: bool = True, work_dir=None) -> tuple:
-    "(per-structure table, summary): structural and SMACT validity of `n` de novo samples (degenerate cells count as invalid)."
+                          progress: bool = True, work_dir=None, steps: int | None = None) -> tuple:
+    """(per-structure table, summary): structural and SMACT validity of `n` de novo samples (degenerate cells count as invalid),
+    compactness, SPP and complexity; with `work_dir`, the structures of every chunk are kept there as extxyz."""
     import pandas as pd
     from xtalnb.metrics import evaluate
     from xtalnb.sampling import sample
@@ -175,23 +180,29 @@ def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int =
     sizes = np.random.default_rng(seed).choice(len(dist), size=n, p=dist / dist.sum())
     def run_chunk(k, lo, hi):
         out = sample(net, diffusion, num_atoms=sizes[lo:hi].tolist(), seed=_chunk_seed(seed, k), batch_size=hi - lo,
-                     device=device, progress=False)
-        df, _ = evaluate([c.to_structure() for c in out], descriptors=("compactness",))
+                     device=device, progress=False, steps=steps)
+        ss = [c.to_structure() for c in out]
+        if work_dir is not None:
+            write_structures(ss, Path(work_dir) / f"chunk_{k:05d}.extxyz")
+        df, _ = evaluate(ss, descriptors=("compactness", "spp", "complexity"))
         df.insert(0, "request", [lo + c.props["sample_index"] for c in out])
         df["degenerate"] = False
         bad = pd.DataFrame({"request": [lo + i for i, _ in out.failed], "struct_valid": False, "comp_valid": False,
                             "degenerate": True})
         return pd.concat([df, bad], ignore_index=True) if len(bad) else df
-    meta = {"kind": "denovo", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size}
+    meta = {"kind": "denovo", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size,
+            "steps": steps or diffusion.T}
     df, secs = _run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
     ok = df[~df["degenerate"].astype(bool)]
     summary = {"struct_valid": 100 * float(df["struct_valid"].astype(bool).sum()) / n,
                "comp_valid": 100 * float(df["comp_valid"].astype(bool).sum()) / n,
                "valid": 100 * float((df["struct_valid"].astype(bool) & df["comp_valid"].astype(bool)).sum()) / n,
                "compactness_mean": float(ok["compactness"].mean()) if "compactness" in ok else float("nan"),
+               "spp_valid": 100 * float(ok["spp_valid"].astype(bool).sum()) / n if "spp_valid" in ok else float("nan"),
                "density_mean": float(ok["density"].mean()) if "density" in ok else float("nan"),
                "n": n, "n_degenerate": int(df["degenerate"].astype(bool).sum()), "generation_and_eval_s": secs,
-               "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed}
+               "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed,
+               "sampling_steps": steps or diffusion.T}
     return df, summary
 
 def record_metrics(model: str, key: str, summary: dict) -> dict:
