@@ -46,6 +46,10 @@ docs: setup
 bench: setup
 	for nb in nbs/benchmarks/*.ipynb; do $(BIN)/papermill --kernel xtalnb $$nb $$nb || exit 1; done
 
+# Reproduction notebooks (nbs/repro/) at CPU scale with papermill; unchanged ones are skipped (nbs/repro/_runs/*.json stamps)
+repro: setup
+	$(BIN)/xtalnb repro --scale cpu
+
 lock:
 	(echo "setuptools==80.9.0"; $(BIN)/pip freeze --exclude-editable | grep -v "^torch==") > requirements.txt.new && mv requirements.txt.new requirements.txt
 

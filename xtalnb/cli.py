@@ -74,6 +74,14 @@ def _cmd_evaluate(args):
         record_metrics(args.model, f"{task}_test_n{args.n}_seed{args.seed}", summary)
         print(f"recorded in the model card of {args.model}")
 
+def _cmd_repro(args):
+    from xtalnb.repro import run_repro
+    res = run_repro(args.names or None, scale=args.scale, force=args.force, kernel=args.kernel)
+    for r in res:
+        print(f"{r['notebook']:>24}: {r['status']}" + (f" ({r['wall_s']} s)" if "wall_s" in r else ""))
+    if any(r["status"].startswith("failed") for r in res):
+        raise ValueError("some reproduction notebooks failed (see above)")
+
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `xtalnb` command (subcommands register here)."
     p = argparse.ArgumentParser(prog="xtalnb", description="Diffusion models for inorganic crystal structures.")
@@ -123,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table", default=None, help="write the per-structure table to this CSV")
     s.add_argument("--record", action="store_true", help="store the summary in the shipped model's card")
     s.set_defaults(func=_cmd_evaluate)
+    s = sub.add_parser("repro", help="run the reproduction notebooks in nbs/repro/ with papermill (skips unchanged ones)")
+    s.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
+    s.add_argument("--scale", default="cpu", help="parameter set: smoke, cpu, headline, paper (nbs/repro/params/<name>.<scale>.json)")
+    s.add_argument("--force", action="store_true", help="run even if inputs are unchanged")
+    s.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    s.set_defaults(func=_cmd_repro)
     return p
 
 def main(argv=None):
