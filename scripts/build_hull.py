@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Build the CHGNet reference hull data in data/hull/ (resumable: rerun to continue).
+
+    python scripts/build_hull.py --elements all                    # elemental references -> data/hull/elemental_refs.json
+    python scripts/build_hull.py --split train --n-jobs 1          # MP-20 subset train entries -> data/hull/mp20_train_chgnet.jsonl
+    python scripts/build_hull.py --split train --limit 100         # the first 100 only
+
+All the work is done by `xtalnb.relax` (elemental_references, build_hull_entries); this is only the command line.
+"""
+import argparse
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--elements", default=None, help="'all' (every element in the MP-20 subset) or comma-separated symbols")
+    p.add_argument("--split", default=None, help="MP-20 subset split whose structures to relax (train, test)")
+    p.add_argument("--limit", type=int, default=None, help="only the first LIMIT structures of the split")
+    p.add_argument("--chunk", type=int, default=50, help="structures per atomic checkpoint")
+    p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--out-dir", default=None, help="default: data/hull of the source tree (or $XTALNB_HULL)")
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    from xtalnb import relax as R
+    if a.elements:
+        if a.elements == "all":
+            from xtalnb.data import load_dataset
+            els = set()
+            for split in ("train", "test"):
+                for c in load_dataset("mp20_subset", split, progress=False):
+                    els |= set(R._composition(c))
+        else:
+            els = [e.strip() for e in a.elements.split(",") if e.strip()]
+        path = None if a.out_dir is None else f"{a.out_dir}/elemental_refs.json"
+        refs = R.elemental_references(sorted(els), path=path, device=a.device, progress=True)
+        print(f"{len(refs)} elemental references")
+    if a.split:
+        path = R.build_hull_entries(a.out_dir, chunk=a.chunk, limit=a.limit, n_jobs=a.n_jobs, split=a.split, device=a.device)
+        print(f"entries in {path}")
+    if not (a.elements or a.split):
+        p.error("nothing to do: give --elements and/or --split")
+
+
+if __name__ == "__main__":
+    main()
