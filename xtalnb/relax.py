@@ -611,8 +611,12 @@ def default_hull() -> ReferenceHull:
     "`ReferenceHull.from_dir()` of `hull_dir()` (cached; call `default_hull.cache_clear()` after rebuilding)."
     return ReferenceHull.from_dir()
 
-def e_hull(x, energy_per_atom: float | None = None, hull: ReferenceHull | None = None) -> HullResult:
-    "Energy above the reference hull (eV/atom) of a structure/composition with CHGNet energy `energy_per_atom` (or a `RelaxResult`)."
+def e_hull(x, energy_per_atom: float | None = None, hull: ReferenceHull | None = None, device="cpu") -> HullResult:
+    "Energy above the reference hull (eV/atom): of a `RelaxResult`, of a composition/structure with CHGNet `energy_per_atom`, or of a bare structure (relaxed here with `PROTOCOL`)."
+    if energy_per_atom is None and not isinstance(x, (RelaxResult, str, dict)) and _is_structure(x):
+        x = relax(x, fmax=PROTOCOL["fmax"], max_steps=PROTOCOL["max_steps"], relax_cell=True, device=device, progress=False)
+        if not x.ok:
+            return HullResult(math.nan, f"relax_failed:{x.status}")
     comp = _composition(x)
     e = _energy_of(x, energy_per_atom)
     return (hull if hull is not None else default_hull()).e_above_hull(comp, e)
