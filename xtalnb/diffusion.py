@@ -14,11 +14,11 @@ import torch
 from .crystal import MAX_Z, CrystalBatch
 
 # %% auto 0
-__all__ = ['NUM_TYPES', 'MASK', 'MATTERGEN_DENSITY_C', 'MATTERGEN_NU', 'FAMILIES', 'STRIDED_X0_CLIP', 'randn', 'rand',
-           'symmetric_randn', 'check_t', 'cosine_beta_schedule', 'linear_beta_schedule', 'geometric_sigmas',
-           'wrapped_normal_score', 'wrapped_normal_log_prob', 'sample_wrapped_normal', 'wrapped_normal_score_sq_mc',
-           'lambda_schedule', 'GaussianVP', 'WrappedNormalVE', 'D3PMAbsorbing', 'polar_decomposition',
-           'fit_lattice_limit', 'CrystalDiffusion']
+__all__ = ['NUM_TYPES', 'MASK', 'MATTERGEN_DENSITY_C', 'MATTERGEN_NU', 'FAMILIES', 'X0_CLIP', 'randn', 'rand', 'symmetric_randn',
+           'check_t', 'cosine_beta_schedule', 'linear_beta_schedule', 'geometric_sigmas', 'wrapped_normal_score',
+           'wrapped_normal_log_prob', 'sample_wrapped_normal', 'wrapped_normal_score_sq_mc', 'lambda_schedule',
+           'GaussianVP', 'WrappedNormalVE', 'D3PMAbsorbing', 'polar_decomposition', 'fit_lattice_limit',
+           'CrystalDiffusion']
 
 # %% ../nbs/02_diffusion.ipynb 5
 NUM_TYPES = MAX_Z   # element classes, index = Z - 1
@@ -217,13 +217,16 @@ class GaussianVP:
 
     def reverse_step(self, x_t, eps_hat, t, num_atoms=None, generator=None, s=None, x0_clip=None):
         """One ancestral DDPM step x_t -> x_{t-1} (dosmatgen.txt Eqs. A3–A4), no noise at t = 1.
-        With `s` (< t, per row) the step jumps to x_s through the posterior q(x_s | x_t, x̂_0) (strided sampling); `x0_clip`
-        = (lo, hi) clamps x̂_0 (original units) first, because x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t amplifies errors of ε̂ by
-        1/√ᾱ_t (≈ 10⁵ at t = T for the cosine schedule) and a long jump passes that x̂_0 on almost unshrunk."""
+        With `s` (< t, per row) the step jumps to x_s through the posterior q(x_s | x_t, x̂_0) (strided sampling). `x0_clip`
+        = (lo, hi) clamps x̂_0 (original units) first, as DDPM's `clip_denoised`: x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t amplifies
+        errors of ε̂ by 1/√ᾱ_t (≈ 10⁵ at t = T for the cosine schedule); in one-step form the same error enters through
+        β_t/√α_t, up to 100× in the last steps of the cosine schedule, where β_t approaches its 0.9999 cap."""
         t = check_t(t, self.T)
         mu, sd = self.limit_mean_std(num_atoms, x_t)
         y = (x_t - mu) / sd
         z = self.noise(x_t.shape, generator, x_t.device, x_t.dtype)
+        if s is None and x0_clip is not None:
+            s = t - 1                                          # same step, written through x̂_0 so that x̂_0 can be clamped
         if s is None:
             a, ab, pv = (self._sched(k, t, x_t) for k in ("alpha", "alpha_bar", "post_var"))
             mean = (y - (1 - a) / (1 - ab).sqrt() * self._sym(eps_hat)) / a.sqrt()
@@ -419,9 +422,9 @@ def fit_lattice_limit(crystals) -> tuple[float, float]:
 
 # %% ../nbs/02_diffusion.ipynb 38
 FAMILIES = ("diffcsp", "mattergen")
-# strided sampling clamps x̂_0 of the Gaussian fields to the data's range: lattice entries in Å (MP-20 train: max |L_ij| = 45 Å,
-# 99.9th percentile 40 Å), one-hot types in [0, 1]. One-step sampling (s = t − 1) never clamps.
-STRIDED_X0_CLIP = {"lattice": (-60.0, 60.0), "types": (0.0, 1.0)}
+# Sampling clamps x̂_0 of the Gaussian fields to the data's range (DDPM's clip_denoised): lattice entries in Å (MP-20 train:
+# max |L_ij| = 45 Å, 99.9th percentile 40 Å), one-hot types in [0, 1]. `clip_x0=False` in predictor_step turns it off.
+X0_CLIP = {"lattice": (-60.0, 60.0), "types": (0.0, 1.0)}
 
 class CrystalDiffusion:
     "Joint forward process, losses and reverse-step pieces for lattice, coordinates and types; `family` = 'diffcsp' | 'mattergen'."
@@ -549,7 +552,7 @@ class CrystalDiffusion:
         return self.frac.score_from_output(out_frac, t[batch_index], num_atoms[batch_index])
 
     def predictor_step(self, noisy: dict, model_out: dict, t, num_atoms, batch_index, generator=None, frac_noise=None,
-                       t_prev=None) -> dict:
+                       t_prev=None, clip_x0: bool = True) -> dict:
         """All fields t -> t−1 (or -> `t_prev` < t for strided sampling with fewer steps): DDPM (lattice, continuous types),
         D3PM via predicted a_0, reverse VE for coordinates."""
         t = self._t_rows(t, num_atoms.numel(), noisy["frac"].device)
@@ -560,12 +563,12 @@ class CrystalDiffusion:
             if bool((s < 0).any() or (s >= t).any()): raise ValueError("predictor_step: need 0 <= t_prev < t")
             sa = s[batch_index]
         frac_noise = frac_noise or ("ancestral" if self.family == "mattergen" else "posterior")
-        L = self.lattice.reverse_step(noisy["lattice"], model_out["lattice"], t, num_atoms, generator, s,
-                                      None if s is None else STRIDED_X0_CLIP["lattice"])
+        clip_L = X0_CLIP["lattice"] if clip_x0 else None   # in Å for both families (L, or MatterGen's polar factor S)
+        L = self.lattice.reverse_step(noisy["lattice"], model_out["lattice"], t, num_atoms, generator, s, clip_L)
         X = self.frac.predictor_step(noisy["frac"], model_out["frac"], ta, na, generator, frac_noise, sa)
         if self.discrete_types: A = self.types.reverse_step(noisy["types"], model_out["types"], ta, generator, sa)
         else: A = self.types.reverse_step(noisy["types"], model_out["types"], ta, None, generator, sa,
-                                          None if sa is None else STRIDED_X0_CLIP["types"])
+                                          X0_CLIP["types"] if clip_x0 else None)
         return {"lattice": L, "frac": X, "types": A}
 
     def corrector_step(self, noisy: dict, model_out: dict, t, num_atoms, batch_index, step_lr: float = 1e-5,
