@@ -19,6 +19,7 @@ def main():
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out-dir", default=None, help="default: data/hull of the source tree (or $XTALNB_HULL)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--refresh", action="store_true", help="also relax candidates added since an element was cached")
     a = p.parse_args()
     from xtalnb import relax as R
     if a.elements:
@@ -31,7 +32,7 @@ def main():
         else:
             els = [e.strip() for e in a.elements.split(",") if e.strip()]
         path = None if a.out_dir is None else f"{a.out_dir}/elemental_refs.json"
-        refs = R.elemental_references(sorted(els), path=path, device=a.device, progress=True)
+        refs = R.elemental_references(sorted(els), path=path, device=a.device, progress=True, refresh=a.refresh)
         print(f"{len(refs)} elemental references")
     if a.split:
         path = R.build_hull_entries(a.out_dir, chunk=a.chunk, limit=a.limit, n_jobs=a.n_jobs, split=a.split, device=a.device)
