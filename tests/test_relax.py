@@ -73,9 +73,10 @@ def test_formation_energy_closed_form_and_lazy_refs(tmp_path):
     with pytest.raises(ValueError, match="Cl"):
         R.formation_energy_per_atom("NaCl", -4.0, refs={"Na": -1.0})
     p = tmp_path / "refs.json"
-    refs = R.elemental_references(["Cu"], path=p)
-    cu = json.loads(p.read_text())["elements"]["Cu"]
-    s = cu["structure"]
+    refs = R.elemental_references(["Pd"], path=p)
+    pd_ = json.loads(p.read_text())["elements"]["Pd"]
+    assert [c["source"] for c in pd_["candidates"]] == ["ase:fcc(reference)", "proto:bcc", "proto:hcp"]
+    s = pd_["structure"]
     ref = Crystal(s["atomic_numbers"], s["frac_coords"], s["lattice"])
     assert R.formation_energy_per_atom(ref, R.single_point(ref)["energy_per_atom"], refs=refs) == pytest.approx(0, abs=1e-3)
     with pytest.raises(ValueError, match="Ag"):
