@@ -257,3 +257,24 @@ def test_constraint_guidance_only_touches_violating_crystals(shipped):
     # the shift has the score's norm and lengthens nothing: it shortens the stretched vectors
     assert float((s1 - s0).norm()) == pytest.approx(float(s0.norm()), rel=1e-3)
     assert float(((s1 - s0) * st["lattice"][1]).sum()) < 0
+
+
+def test_constraint_guidance_tilts_d3pm_logits_away_from_forbidden_elements():
+    d = CrystalDiffusion("mattergen", T=30, n_mc=200)
+    torch.manual_seed(0)
+    net = Denoiser(**SMALL, **FAMILIES["mattergen"]).eval()
+    na = torch.tensor([3, 2])
+    st, bidx = d.prior(na, generator=torch.Generator().manual_seed(1))
+    ctx = SampleContext(d, na, bidx, torch.Generator())
+    t = torch.tensor([10, 10])
+    with torch.no_grad():
+        o = net(st["types"], st["frac"], st["lattice"], na, bidx, d.model_time(t))
+    cg = ConstraintGuidance([Elements(allow=["Li", "O"])], scale=1.0, schedule="constant", fields=("types",))
+    og = cg(o, st, t, ctx)
+    tilt = og["types"] - o["types"]
+    allowed = torch.zeros(NUM_TYPES, dtype=torch.bool)
+    allowed[[2, 7]] = True
+    # ∂P/∂p = 1 on forbidden elements, 0 on allowed ones: a uniform negative tilt on the forbidden logits only
+    assert torch.all(tilt[:, allowed] == 0) and torch.all(tilt[:, ~allowed] < 0)
+    p0, p1 = torch.softmax(o["types"], -1), torch.softmax(og["types"], -1)
+    assert torch.all(p1[:, allowed].sum(-1) > p0[:, allowed].sum(-1))

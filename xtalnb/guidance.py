@@ -128,7 +128,7 @@ def guided_sample(model, diffusion, num_atoms, cond: dict, gamma: float = 2.0, c
     h = SamplerHooks(ClassifierFreeGuidance(gamma), list(h.modifiers), list(h.project), h.record)
     return sample(model, diffusion, num_atoms=num_atoms, cond=c, hooks=h, **kw)
 
-# %% ../nbs/05_guidance.ipynb 12
+# %% ../nbs/05_guidance.ipynb 13
 def eps_score_factor(proc, t, like, num_atoms=None):
     "c_t = σ(n)·√(1−ᾱ_t) of a `GaussianVP` field: ε̂ = −c_t ŝ, so a score shift δ is ε̂ ← ε̂ − c_t δ. Broadcasts against `like`."
     _, sd = proc.limit_mean_std(num_atoms, like)
@@ -156,7 +156,7 @@ def field_scores(model_out: dict, state: dict, t, ctx) -> dict:
     if not d.discrete_types: out["types"] = d.types.score(state["types"], model_out["types"], t[ctx.batch])
     return out
 
-# %% ../nbs/05_guidance.ipynb 16
+# %% ../nbs/05_guidance.ipynb 17
 class TimeRegressor(nn.Module):
     "f(x_t, t) -> property (B,): a light periodic invariant message-passing regressor for classifier guidance."
     def __init__(self, hidden: int = 64, layers: int = 2, num_freqs: int = 4, time_dim: int = 32, max_atom_types: int = NUM_TYPES,
@@ -210,7 +210,7 @@ def train_regressor(regressor: TimeRegressor, diffusion, crystals: list, prop: s
         pred = regressor(noisy["types"], noisy["frac"], noisy["lattice"], b.num_atoms, b.batch, diffusion.model_time(t))
         loss = (((pred - y[idx].to(device)) / regressor.y_std) ** 2).mean()
         opt.zero_grad(); loss.backward(); opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 class ClassifierGuidance:
@@ -237,7 +237,7 @@ class ClassifierGuidance:
         g = self.grad_log_likelihood(state, t, ctx)
         return add_score(model_out, {k: self.scale * v for k, v in g.items()}, state, t, ctx)
 
-# %% ../nbs/05_guidance.ipynb 20
+# %% ../nbs/05_guidance.ipynb 21
 def element_z(el) -> int:
     "Atomic number of a symbol ('Fe') or number (26), checked to lie in 1..100."
     if isinstance(el, (int, np.integer)): z = int(el)
@@ -335,7 +335,7 @@ class FixLattice:
         return clamp_known(known, lattice_mask=torch.ones(B, dtype=torch.bool, device=L.device))(state, t_prev, ctx)
     def hooks(self) -> SamplerHooks: return SamplerHooks(project=[self])
 
-# %% ../nbs/05_guidance.ipynb 21
+# %% ../nbs/05_guidance.ipynb 22
 class ElementMask:
     "Only allowed elements can be decoded: `allowed` = set of elements for every atom, or a function ctx -> bool (N, 100)."
     NEG = -1e9
@@ -405,7 +405,7 @@ def partial_composition(fixed: dict, exclusive: bool = True) -> SamplerHooks:
     em = ElementMask(allowed)
     return SamplerHooks(modifiers=[em.modifier], project=[em.project, fix])
 
-# %% ../nbs/05_guidance.ipynb 25
+# %% ../nbs/05_guidance.ipynb 26
 _AMU_G_PER_CM3 = 1.66053906660   # 1 amu / Å³ in g/cm³
 _MASSES = None
 
@@ -566,7 +566,7 @@ class Elements(Constraint):
         bad = (probs * (~self.mask(probs.device)).to(probs.dtype)).sum(-1)
         return _per_crystal(bad, batch, num_atoms.numel())
 
-# %% ../nbs/05_guidance.ipynb 26
+# %% ../nbs/05_guidance.ipynb 27
 class ConstraintSet:
     "A checked list of constraints: contradictions raise ValueError at construction."
     def __init__(self, constraints):
@@ -616,7 +616,7 @@ class ConstraintSet:
 
     def __repr__(self): return f"ConstraintSet({self.constraints!r})"
 
-# %% ../nbs/05_guidance.ipynb 30
+# %% ../nbs/05_guidance.ipynb 31
 SCHEDULES = {"linear": lambda u: 1 - u, "cosine": lambda u: torch.cos(0.5 * math.pi * u) ** 2, "constant": lambda u: torch.ones_like(u)}
 
 def _crystal_norm(x, index, B):
@@ -710,13 +710,18 @@ class ConstraintGuidance:
         if self.cs.has_elements and not bool(torch.isin(z, torch.tensor(self.cs.allowed)).all()):
             raise ValueError("project_crystals: a crystal has forbidden elements (types are not changed post hoc)")
         L, X = self.project_structure(b.lattice, b.frac_coords, z, b.num_atoms, b.batch)
-        return [Crystal(c.atomic_numbers, x, l, props=dict(c.props)) for c, x, l in
-                zip(crystals, X.split(b.num_atoms.tolist()), L.numpy())]
+        from xtalnb.crystal import _right_handed
+        out = []
+        for c, x, l in zip(crystals, X.split(b.num_atoms.tolist()), L.numpy()):
+            l, x = _right_handed(l, x.numpy())
+            try: out.append(Crystal(c.atomic_numbers, x, l, props=dict(c.props)))
+            except ValueError: out.append(c)   # the projection collapsed this cell: keep the unprojected crystal
+        return out
 
     def hooks(self) -> SamplerHooks:
         return SamplerHooks(modifiers=[self], project=[self.final_projection] if self.do_project else [])
 
-# %% ../nbs/05_guidance.ipynb 34
+# %% ../nbs/05_guidance.ipynb 35
 class Family:
     "A structure family: fixed elements on the first sites plus geometric constraints."
     def __init__(self, name: str, sites: dict, constraints: list):
