@@ -21,8 +21,9 @@ from .data import CrystalDataset, load_dos_json
 
 # %% auto 0
 __all__ = ['DOS_POINTS', 'DOS_WINDOW', 'HARTREE', 'BOHR', 'KB_HARTREE', 'INDEX_COLUMNS', 'dos_grid', 'load_dosmatgen_json',
-           'plane_spacings', 'supercell_repeats', 'make_supercell', 'XTBLevels', 'fermi_level', 'xtb_levels', 'smear',
-           'levels_dos', 'per_atom_dos', 'read_dos_index', 'label_dos', 'load_dos_store', 'build_mp20_dos']
+           'plane_spacings', 'supercell_repeats', 'make_supercell', 'XTBLevels', 'SCFError', 'fermi_level',
+           'xtb_levels', 'smear', 'levels_dos', 'per_atom_dos', 'read_dos_index', 'label_dos', 'load_dos_store',
+           'build_mp20_dos']
 
 # %% ../nbs/09_dos.ipynb 5
 DOS_POINTS = 400               # length of every per-atom DOS vector (DOSMatGen)
@@ -100,6 +101,7 @@ class XTBLevels:
     etemp: float              # electronic temperature of the SCF, K
     projection: str
     seconds: float            # wall time of the calculation
+    attempts: int = 1         # SCF attempts that `per_atom_dos` needed (see `retries`)
 
     @property
     def n_electrons(self) -> float: return float(self.occupations.sum())
@@ -109,18 +111,24 @@ class XTBLevels:
         below, above = self.energies[self.energies <= self.fermi], self.energies[self.energies > self.fermi]
         return float(above.min() - below.max()) if len(below) and len(above) else float("nan")
 
-def fermi_level(energies, n_electrons: float, kT: float) -> float:
-    "Chemical potential μ (same units as `energies`, `kT`) with $\sum_n 2 f((ε_n-μ)/kT) = N_{el}$ (bisection)."
+class SCFError(RuntimeError):
+    "The GFN1-xTB SCF did not converge, or converged to an unphysical state (charge runaway)."
+
+def fermi_level(energies, n_electrons: float, kT: float, tol: float = 1e-8) -> float:
+    "Chemical potential μ (units of `energies`, `kT`) with Σ_n 2 f((ε_n-μ)/kT) = N_el; mid-gap when the count is flat."
     e = np.asarray(energies, dtype=np.float64)
     if not 0 <= n_electrons <= 2 * len(e):
         raise ValueError(f"{n_electrons} electrons do not fit into {len(e)} doubly occupied levels")
     kT = max(float(kT), 1e-12)
     count = lambda mu: float((2.0 / (1.0 + np.exp(np.clip((e - mu) / kT, -700, 700)))).sum())
-    lo, hi = e.min() - 50 * kT - 1.0, e.max() + 50 * kT + 1.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if count(mid) < n_electrons else (lo, mid)
-    return 0.5 * (lo + hi)
+    def lowest(target):   # smallest μ with count(μ) >= target, by bisection
+        lo, hi = e.min() - 50 * kT - 1.0, e.max() + 50 * kT + 1.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
+        return hi
+    # in a gap the count sits at N_el over a whole interval: take the middle of {μ : |count(μ) - N_el| <= tol}
+    return 0.5 * (lowest(n_electrons - tol) + lowest(n_electrons + tol))
 
 def _projection_weights(C, S, ao_atom, n_atoms, projection):
     if projection == "mulliken":
@@ -135,9 +143,10 @@ def _projection_weights(C, S, ao_atom, n_atoms, projection):
     return W
 
 def xtb_levels(crystal: Crystal, min_length: float = 10.0, etemp: float = 300.0, projection: str = "mulliken",
-               reps=None, method: str = "GFN1-xTB", max_iter: int = 250, accuracy: float = 1.0,
-               max_super_atoms: int = 600) -> XTBLevels:
+               reps=None, method: str = "GFN1-xTB", max_iter: int = 100, accuracy: float = 1.0, damping: float | None = None,
+               max_super_atoms: int = 600, max_charge: float = 3.0) -> XTBLevels:
     "Γ-point GFN1-xTB single point of `crystal`'s supercell (≥ `min_length` Å plane spacing unless `reps` is given)."
+    # damping: SCF mixer damping (tblite's default when None); smaller values help d-metal SCFs converge
     from tblite.interface import Calculator
     reps = tuple(int(r) for r in (reps if reps is not None else supercell_repeats(crystal.lattice, min_length)))
     z, pos, lattice, atom_map = make_supercell(crystal, reps)
@@ -152,7 +161,15 @@ def xtb_levels(crystal: Crystal, min_length: float = 10.0, etemp: float = 300.0,
     calc.set("temperature", float(etemp) * KB_HARTREE)
     calc.set("max-iter", int(max_iter))
     calc.set("accuracy", float(accuracy))
-    res = calc.singlepoint()
+    if damping is not None:
+        calc.set("mixer-damping", float(damping))
+    try:
+        res = calc.singlepoint()
+    except Exception as err:    # tblite's TBLiteRuntimeError("SCF not converged in N cycles")
+        raise SCFError(f"{type(err).__name__}: {str(err).strip()[:200]}") from err
+    q = np.asarray(res.get("charges"), dtype=np.float64)
+    if np.abs(q).max() > max_charge:   # e.g. Au3Ni at a = 3.90 Å: q(Ni) = -15.8 e, all Ni levels pushed to -1200 eV
+        raise SCFError(f"SCF converged to unphysical atomic charges (max |q| = {np.abs(q).max():.1f} e > max_charge={max_charge})")
     e = np.asarray(res.get("orbital-energies"), dtype=np.float64).reshape(-1) * HARTREE
     occ = np.asarray(res.get("orbital-occupations"), dtype=np.float64)
     occ = occ.sum(0) if occ.ndim == 2 else occ
@@ -165,7 +182,7 @@ def xtb_levels(crystal: Crystal, min_length: float = 10.0, etemp: float = 300.0,
                          "(spin-polarised results are not supported)")
     W = _projection_weights(C, S, ao_atom, len(z), projection)
     mu = fermi_level(e, occ.sum(), float(etemp) * KB_HARTREE * HARTREE)
-    return XTBLevels(e, W, occ, mu, np.asarray(res.get("charges"), dtype=np.float64), np.bincount(ao_atom, minlength=len(z)),
+    return XTBLevels(e, W, occ, mu, q, np.bincount(ao_atom, minlength=len(z)),
                      z, atom_map, reps, float(etemp), projection, time.perf_counter() - t0)
 
 # %% ../nbs/09_dos.ipynb 20
@@ -187,23 +204,23 @@ def levels_dos(levels: XTBLevels, grid=None, sigma: float = 0.2, average_images:
     return g.reshape(-1, n, len(grid)).mean(0)
 
 def per_atom_dos(crystal: Crystal, grid=None, sigma: float = 0.2, min_length: float = 10.0, etemp: float = 300.0,
-                 retry_etemps=(1000.0, 3000.0), projection: str = "mulliken", **kw) -> tuple:
-    "(N, len(grid)) per-atom DOS of `crystal` from GFN1-xTB, and the `XTBLevels`; the SCF is retried at higher electronic temperature."
+                 retries=((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1)), projection: str = "mulliken", **kw) -> tuple:
+    "(N, len(grid)) per-atom DOS of `crystal` from GFN1-xTB, and the `XTBLevels`; a failed SCF is retried per (etemp K, damping) in `retries`."
     errors = []
-    for T in (etemp, *retry_etemps):
+    for T, damping in ((etemp, None), *retries):
         try:
-            lv = xtb_levels(crystal, min_length=min_length, etemp=T, projection=projection, **kw)
+            lv = xtb_levels(crystal, min_length=min_length, etemp=T, projection=projection, damping=damping, **kw)
             break
-        except ValueError:
-            raise
-        except Exception as e:   # tblite raises its own error types for non-converged SCFs
-            errors.append(f"{T:g} K: {type(e).__name__}: {str(e).strip()[:200]}")
+        except SCFError as e:
+            errors.append(f"{T:g} K/damping {damping}: {str(e)[:120]}")
     else:
-        raise RuntimeError("GFN1-xTB SCF failed at every electronic temperature: " + " | ".join(errors))
+        raise SCFError("GFN1-xTB SCF failed in every attempt: " + " | ".join(errors))
+    lv.attempts = len(errors) + 1
     return levels_dos(lv, grid, sigma), lv
 
-# %% ../nbs/09_dos.ipynb 28
-INDEX_COLUMNS = ["id", "split", "status", "n_atoms", "shard", "reps", "n_super", "etemp", "e_fermi", "gap", "seconds", "error"]
+# %% ../nbs/09_dos.ipynb 39
+INDEX_COLUMNS = ["id", "split", "status", "n_atoms", "shard", "reps", "n_super", "etemp", "attempts", "e_fermi", "gap", "seconds", "cpu_seconds",
+                 "error"]
 
 def _atomic_write(path: Path, write):
     "Call write(tmp_path) on a temporary file next to `path`, then rename it over `path`."
@@ -225,22 +242,22 @@ def read_dos_index(out_dir) -> pd.DataFrame:
 
 def _label_one(args):
     crystal, kw = args
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     row = dict(id=str(crystal.id), n_atoms=crystal.num_atoms)
     try:
         g, lv = per_atom_dos(crystal, **kw)
-        row.update(status="ok", reps="x".join(map(str, lv.reps)), n_super=len(lv.numbers), etemp=lv.etemp,
+        row.update(status="ok", reps="x".join(map(str, lv.reps)), n_super=len(lv.numbers), etemp=lv.etemp, attempts=lv.attempts,
                    e_fermi=lv.fermi, gap=lv.gap, error="")
     except Exception as e:
         g = None
         row.update(status="failed", error=f"{type(e).__name__}: {str(e).strip()[:300]}")
-    row["seconds"] = round(time.perf_counter() - t0, 3)
+    row.update(seconds=round(time.perf_counter() - t0, 3), cpu_seconds=round(time.process_time() - c0, 3))
     return row, g
 
 def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: int = 1, limit: int | None = None,
               retry_failed: bool = False, progress: bool = True, sigma: float = 0.2, min_length: float = 10.0,
-              etemp: float = 300.0, retry_etemps=(1000.0, 3000.0), projection: str = "mulliken",
-              max_super_atoms: int = 600) -> pd.DataFrame:
+              etemp: float = 300.0, retries=((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1)),
+              projection: str = "mulliken", max_super_atoms: int = 300) -> pd.DataFrame:
     "Label `crystals` with per-atom GFN1-xTB DOS into `out_dir` (npz shards + index.csv), skipping finished ids; returns the index."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     index = read_dos_index(out)
@@ -251,7 +268,7 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
     if any(i in ("", "None") for i in ids) or len(set(ids)) != len(ids):
         raise ValueError("every crystal needs a unique, non-empty id (the store is keyed by id)")
     todo = [c for c in crystals if str(c.id) not in done][:limit]
-    kw = dict(sigma=sigma, min_length=min_length, etemp=etemp, retry_etemps=tuple(retry_etemps), projection=projection,
+    kw = dict(sigma=sigma, min_length=min_length, etemp=etemp, retries=tuple(map(tuple, retries)), projection=projection,
               max_super_atoms=max_super_atoms)
     grid = dos_grid()
     used = [int(p.stem.split("_")[1]) for p in out.glob("shard_*.npz")]
@@ -314,7 +331,7 @@ def load_dos_store(out_dir, split: str | None = None) -> CrystalDataset:
                                     atom_props=dict(dos=a["dos"][sl].astype(np.float32))))
     return CrystalDataset(crystals, "dos_xtb", split or "all", [out])
 
-# %% ../nbs/09_dos.ipynb 32
+# %% ../nbs/09_dos.ipynb 43
 def build_mp20_dos(out_dir="data/dos", splits=("train", "test"), max_atoms: int = 8, n_jobs: int = 1,
                    limit: int | None = None, chunk_size: int = 20, **kw) -> pd.DataFrame:
     "Label the MP-20 subset structures with ≤ `max_atoms` atoms (train, then test) into `out_dir`; resumable."
