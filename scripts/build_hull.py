@@ -4,8 +4,10 @@
     python scripts/build_hull.py --elements all                    # elemental references -> data/hull/elemental_refs.json
     python scripts/build_hull.py --split train --n-jobs 1          # MP-20 subset train entries -> data/hull/mp20_train_chgnet.jsonl
     python scripts/build_hull.py --split train --limit 100         # the first 100 only
+    python scripts/build_hull.py --split train --singlepoint       # CHGNet single points at the MP geometries (the default hull)
+    python scripts/build_hull.py --aflow-bulk 100                  # CHGNet vs AFLOW bulk moduli, first 100 test structures
 
-All the work is done by `xtalnb.relax` (elemental_references, build_hull_entries); this is only the command line.
+All the work is done by `xtalnb.relax` (elemental_references, build_hull_entries, build_singlepoint_entries, build_aflow_bulk); this is only the command line.
 """
 import argparse
 
@@ -19,6 +21,8 @@ def main():
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out-dir", default=None, help="default: data/hull of the source tree (or $XTALNB_HULL)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--singlepoint", action="store_true", help="with --split: single points at the given geometries, no relaxation")
+    p.add_argument("--aflow-bulk", type=int, default=None, metavar="N", help="bulk moduli of the first N AFLOW test structures")
     p.add_argument("--refresh", action="store_true", help="also relax candidates added since an element was cached")
     a = p.parse_args()
     from xtalnb import relax as R
@@ -34,11 +38,17 @@ def main():
         path = None if a.out_dir is None else f"{a.out_dir}/elemental_refs.json"
         refs = R.elemental_references(sorted(els), path=path, device=a.device, progress=True, refresh=a.refresh)
         print(f"{len(refs)} elemental references")
-    if a.split:
+    if a.split and a.singlepoint:
+        path = R.build_singlepoint_entries(a.out_dir, chunk=a.chunk, limit=a.limit, split=a.split, device=a.device)
+        print(f"entries in {path}")
+    elif a.split:
         path = R.build_hull_entries(a.out_dir, chunk=a.chunk, limit=a.limit, n_jobs=a.n_jobs, split=a.split, device=a.device)
         print(f"entries in {path}")
-    if not (a.elements or a.split):
-        p.error("nothing to do: give --elements and/or --split")
+    if a.aflow_bulk:
+        path = R.build_aflow_bulk(a.aflow_bulk, a.out_dir, device=a.device, progress=True)
+        print(f"bulk moduli in {path}")
+    if not (a.elements or a.split or a.aflow_bulk):
+        p.error("nothing to do: give --elements, --split and/or --aflow-bulk")
 
 
 if __name__ == "__main__":

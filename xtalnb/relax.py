@@ -26,12 +26,13 @@ from .train import atomic_write_text, package_versions, source_root
 
 # %% auto 0
 __all__ = ['CHGNET_VERSION', 'STATUSES', 'GPA', 'REFS_VERSION', 'PROTOCOL', 'DIATOMIC', 'REFS_BUILD_COMMAND', 'ELEMENT_SOURCES',
-           'HULL_VERSION', 'HULL_BUILD_COMMAND', 'RMSD_MATCHER', 'chgnet_model', 'chgnet_calculator', 'CellLimits',
-           'to_atoms', 'check_cell', 'RelaxResult', 'torch_threads', 'relax', 'benchmark_single_point', 'single_point',
-           'hull_dir', 'reference_candidates', 'build_elemental_reference', 'elemental_references',
-           'formation_energy_per_atom', 'hull_entries_path', 'load_hull_entries', 'build_hull_entries', 'HullResult',
-           'ReferenceHull', 'default_hull', 'e_hull', 'rmsd', 'magnetic_density', 'EOSResult', 'eos_fit',
-           'bulk_modulus']
+           'HULL_VERSION', 'HULL_BUILD_COMMAND', 'SP_BUILD_COMMAND', 'HULL_VERSIONS', 'ENTRY_STATUSES', 'RMSD_MATCHER',
+           'AFLOW_BULK_COMMAND', 'chgnet_model', 'chgnet_calculator', 'CellLimits', 'to_atoms', 'check_cell',
+           'RelaxResult', 'torch_threads', 'relax', 'benchmark_single_point', 'single_point', 'hull_dir',
+           'reference_candidates', 'build_elemental_reference', 'elemental_references', 'formation_energy_per_atom',
+           'hull_entries_path', 'load_hull_entries', 'build_hull_entries', 'build_singlepoint_entries',
+           'relaxation_bias', 'HullResult', 'ReferenceHull', 'default_hull_kind', 'default_hull', 'e_hull', 'rmsd',
+           'magnetic_density', 'EOSResult', 'eos_fit', 'bulk_modulus', 'build_aflow_bulk']
 
 # %% ../nbs/08_relax.ipynb 5
 CHGNET_VERSION = "0.3.0"
@@ -524,9 +525,21 @@ def formation_energy_per_atom(x, energy_per_atom: float | None = None, refs: dic
 # %% ../nbs/08_relax.ipynb 25
 HULL_VERSION = 1
 HULL_BUILD_COMMAND = "python scripts/build_hull.py --split {split} --chunk {chunk} --n-jobs {n_jobs}"
+SP_BUILD_COMMAND = "python scripts/build_hull.py --split {split} --singlepoint --chunk {chunk}"
+# the protocol a hull was built with travels with it (ReferenceHull.version, the .meta.json files, screening records)
+HULL_VERSIONS = {"relaxed": f"mp20-train|CHGNet {CHGNET_VERSION}|relaxed FIRE+Frechet fmax=0.1 max_steps=500|relaxed elemental refs|v1",
+                 "singlepoint": f"mp20-train|CHGNet {CHGNET_VERSION}|single points at the MP (PBE-relaxed) geometries|relaxed elemental refs|v2"}
+ENTRY_STATUSES = {"relaxed": ("converged", "unconverged"), "singlepoint": ("singlepoint",)}
 
-def hull_entries_path(split: str = "train", out_dir=None) -> Path:
-    return Path(out_dir if out_dir is not None else hull_dir()) / f"mp20_{split}_chgnet.jsonl"
+def _check_kind(kind: str) -> str:
+    if kind not in HULL_VERSIONS:
+        raise ValueError(f"unknown hull kind {kind!r}: use one of {sorted(HULL_VERSIONS)}")
+    return kind
+
+def hull_entries_path(split: str = "train", out_dir=None, kind: str = "relaxed") -> Path:
+    "`mp20_<split>_chgnet.jsonl` (relaxed entries) or `mp20_<split>_chgnet_sp.jsonl` (single points) in `out_dir` (default `hull_dir()`)."
+    suffix = "_sp" if _check_kind(kind) == "singlepoint" else ""
+    return Path(out_dir if out_dir is not None else hull_dir()) / f"mp20_{split}_chgnet{suffix}.jsonl"
 
 def load_hull_entries(path) -> list:
     "The JSON-lines entries of a hull file (empty if it does not exist)."
@@ -562,7 +575,8 @@ def build_hull_entries(out_dir=None, chunk: int = 50, limit: int | None = None, 
     lines = path.read_text().splitlines() if path.exists() else []
     done = {json.loads(line)["id"] for line in lines if line.strip()}
     todo = [c for c in crystals if str(c.id) not in done]
-    meta = dict(version=HULL_VERSION, protocol=PROTOCOL, split=split, entries=path.name,
+    meta = dict(version=HULL_VERSION, hull_version=HULL_VERSIONS["relaxed"], protocol=PROTOCOL, split=split, entries=path.name,
+                n_structures=len(crystals),
                 build_command=HULL_BUILD_COMMAND.format(split=split, chunk=chunk, n_jobs=n_jobs), versions=package_versions())
     atomic_write_text(json.dumps(meta, indent=1), path.with_suffix(".meta.json"))
     from tqdm.auto import tqdm
@@ -577,14 +591,74 @@ def build_hull_entries(out_dir=None, chunk: int = 50, limit: int | None = None, 
     bar.close()
     return path
 
+def _load_split(split, limit, crystals):
+    if crystals is None:
+        from xtalnb.data import load_dataset
+        return list(load_dataset("mp20_subset", split, limit=limit, progress=False))
+    return list(crystals)[:limit] if limit is not None else list(crystals)
+
+def _sp_row(c: Crystal, device) -> dict:
+    t0 = time.perf_counter()
+    row = dict(id=str(c.id), formula=c.formula, composition=_composition(c), n_atoms=c.num_atoms)
+    try:
+        p = single_point(c, device=device)
+        e = p["energy_per_atom"]
+        if not math.isfinite(e):
+            raise ValueError("non-finite CHGNet energy")
+        row.update(energy_per_atom=round(e, 6), max_force=round(float(np.linalg.norm(p["forces"], axis=1).max()), 4),
+                   max_stress_gpa=round(float(np.abs(p["stress"]).max()), 3), status="singlepoint")
+    except Exception as err:  # one bad structure must not stop a 9,000-structure build
+        row.update(energy_per_atom=None, status="error", reason=f"{type(err).__name__}: {err}")
+    row.update(time_s=round(time.perf_counter() - t0, 3), mp_formation_energy_per_atom=c.props.get("formation_energy_per_atom"),
+               mp_e_above_hull=c.props.get("e_above_hull"))
+    return row
+
+def build_singlepoint_entries(out_dir=None, chunk: int = 500, limit: int | None = None, split: str = "train", device="cpu",
+                              progress: bool = True, crystals=None) -> Path:
+    "CHGNet single points of MP-20 subset `split` at the MP geometries into `mp20_<split>_chgnet_sp.jsonl` (chunked, atomic, resumable)."
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    crystals = _load_split(split, limit, crystals)
+    path = hull_entries_path(split, out_dir, kind="singlepoint")
+    ids = [str(c.id) for c in crystals]
+    if len(set(ids)) != len(ids):
+        raise ValueError("crystal ids must be unique (they are the resume keys)")
+    lines = path.read_text().splitlines() if path.exists() else []
+    done = {json.loads(line)["id"] for line in lines if line.strip()}
+    todo = [c for c in crystals if str(c.id) not in done]
+    meta = dict(hull_version=HULL_VERSIONS["singlepoint"], model=f"CHGNet {CHGNET_VERSION}", split=split, entries=path.name,
+                n_structures=len(crystals), build_command=SP_BUILD_COMMAND.format(split=split, chunk=chunk),
+                versions=package_versions())
+    atomic_write_text(json.dumps(meta, indent=1), path.with_suffix(".meta.json"))
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(crystals), initial=len(crystals) - len(todo), desc=f"single points {split}", disable=not progress)
+    with torch_threads(1):
+        for k in range(0, len(todo), chunk):
+            part = todo[k:k + chunk]
+            lines += [json.dumps(_sp_row(c, device)) for c in part]
+            atomic_write_text("\n".join(lines) + "\n", path)
+            bar.update(len(part))
+    bar.close()
+    return path
+
+def relaxation_bias(entries) -> dict:
+    "E(single point at the input geometry) − E(relaxed), eV/atom, over relaxed hull entries: n, mean, median, 95th percentile, max."
+    d = np.array([e["initial_energy_per_atom"] - e["energy_per_atom"] for e in entries
+                  if e.get("status") in ENTRY_STATUSES["relaxed"] and e.get("initial_energy_per_atom") is not None
+                  and e.get("energy_per_atom") is not None], float)
+    if len(d) == 0:
+        raise ValueError("no relaxed entries with both energies")
+    return dict(n=len(d), mean=float(d.mean()), median=float(np.median(d)), p95=float(np.percentile(d, 95)), max=float(d.max()))
+
 class HullResult(NamedTuple):
     e_above_hull: float   # eV/atom (negative: below the reference hull)
     status: str           # 'ok' or 'missing_elements:A,B'
 
 class ReferenceHull:
     "Convex hulls (pymatgen `PhaseDiagram`, one per chemical system) over reference entries {composition, energy_per_atom, id}."
-    def __init__(self, entries):
+    def __init__(self, entries, version: str | None = None):
         from pymatgen.analysis.phase_diagram import PDEntry
+        self.version = version
         from pymatgen.core import Composition
         self.entries = []
         for e in entries:
@@ -598,14 +672,15 @@ class ReferenceHull:
         self._pd: dict = {}
 
     @classmethod
-    def from_dir(cls, out_dir=None, split: str = "train", statuses=("converged", "unconverged"), refs: bool = True):
-        "The hull from `hull_entries_path(split)` plus (if `refs`) every elemental reference in `elemental_refs.json`."
+    def from_dir(cls, out_dir=None, split: str = "train", kind: str = "relaxed", statuses=None, refs: bool = True):
+        "The hull from `hull_entries_path(split, kind=kind)` plus (if `refs`) every elemental reference in `elemental_refs.json`."
         d = Path(out_dir) if out_dir is not None else hull_dir()
-        rows = [e for e in load_hull_entries(hull_entries_path(split, d)) if e["status"] in statuses]
+        statuses = ENTRY_STATUSES[_check_kind(kind)] if statuses is None else statuses
+        rows = [e for e in load_hull_entries(hull_entries_path(split, d, kind)) if e["status"] in statuses]
         if refs:
             db = _read_json(d / "elemental_refs.json", {"elements": {}})
             rows += [dict(id=f"ref:{el}", composition={el: 1}, energy_per_atom=v["energy_per_atom"]) for el, v in db["elements"].items()]
-        return cls(rows)
+        return cls(rows, version=HULL_VERSIONS[kind] if split == "train" else f"{HULL_VERSIONS[kind]}|split={split}")
 
     def __len__(self): return len(self.entries)
 
@@ -629,10 +704,16 @@ class ReferenceHull:
         e = pd_.get_e_above_hull(PDEntry(comp, float(energy_per_atom) * comp.num_atoms), allow_negative=True)
         return HullResult(float(e), "ok")
 
-@lru_cache(maxsize=1)
-def default_hull() -> ReferenceHull:
-    "`ReferenceHull.from_dir()` of `hull_dir()` (cached; call `default_hull.cache_clear()` after rebuilding)."
-    return ReferenceHull.from_dir()
+def default_hull_kind(out_dir=None) -> str:
+    "'relaxed' once the relaxed build covers every single-point entry (the upgrade path), else 'singlepoint' if it exists."
+    sp = {e["id"] for e in load_hull_entries(hull_entries_path("train", out_dir, "singlepoint"))}
+    rel = {e["id"] for e in load_hull_entries(hull_entries_path("train", out_dir, "relaxed"))}
+    return "relaxed" if (rel and sp <= rel) or not sp else "singlepoint"
+
+@lru_cache(maxsize=4)
+def default_hull(kind: str = "auto") -> ReferenceHull:
+    "The training-split hull of `hull_dir()`: `kind` 'singlepoint', 'relaxed' or 'auto' (`default_hull_kind`); cached, `default_hull.cache_clear()` after rebuilding."
+    return ReferenceHull.from_dir(kind=default_hull_kind() if kind == "auto" else _check_kind(kind))
 
 def e_hull(x, energy_per_atom: float | None = None, hull: ReferenceHull | None = None, device="cpu") -> HullResult:
     "Energy above the reference hull (eV/atom): of a `RelaxResult`, of a composition/structure with CHGNet `energy_per_atom`, or of a bare structure (relaxed here with `PROTOCOL`)."
@@ -756,3 +837,26 @@ def _eos_fit(x, strain, n_points, relax_first, relax_ions, fmax, max_steps, devi
 def bulk_modulus(x, **kw) -> float:
     "Bulk modulus (GPa) of the CHGNet-relaxed structure from a Birch–Murnaghan fit (see `eos_fit`; NaN if it failed)."
     return eos_fit(x, **kw).bulk_modulus
+
+AFLOW_BULK_COMMAND = "python scripts/build_hull.py --aflow-bulk {limit}"
+
+def build_aflow_bulk(limit: int = 100, out_dir=None, chunk: int = 5, relax_ions: bool = False, device="cpu",
+                     progress: bool = False, crystals=None) -> Path:
+    "CHGNet `eos_fit` bulk moduli of the first `limit` AFLOW test structures into `aflow_bulk_chgnet.jsonl` (resumable, atomic every `chunk`)."
+    if crystals is None:
+        from xtalnb.data import load_dataset
+        crystals = list(load_dataset("aflow_bulk_modulus", "test", limit=limit, progress=False))
+    path = Path(out_dir if out_dir is not None else hull_dir()) / "aflow_bulk_chgnet.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    done = {json.loads(line)["id"] for line in lines if line.strip()}
+    from tqdm.auto import tqdm
+    todo = [c for c in list(crystals)[:limit] if str(c.id) not in done]
+    for k, c in enumerate(tqdm(todo, desc="AFLOW bulk moduli", disable=not progress)):
+        t1 = time.perf_counter()
+        res = eos_fit(c, relax_ions=relax_ions, device=device)
+        lines.append(json.dumps(dict(id=str(c.id), formula=c.formula, n_atoms=c.num_atoms, aflow=float(c.props["bulk_modulus"]),
+                                     chgnet=res.bulk_modulus if math.isfinite(res.bulk_modulus) else None, status=res.status,
+                                     reason=res.reason, time_s=round(time.perf_counter() - t1, 2))))
+        if (k + 1) % chunk == 0 or k == len(todo) - 1:
+            atomic_write_text("\n".join(lines) + "\n", path)
+    return path
