@@ -725,7 +725,7 @@ def e_hull(x, energy_per_atom: float | None = None, hull: ReferenceHull | None =
     e = _energy_of(x, energy_per_atom)
     return (hull if hull is not None else default_hull()).e_above_hull(comp, e)
 
-# %% ../nbs/08_relax.ipynb 29
+# %% ../nbs/08_relax.ipynb 30
 RMSD_MATCHER = dict(ltol=0.5, stol=0.5, angle_tol=10, primitive_cell=True, scale=False, attempt_supercell=True, allow_subset=False)
 
 def _avg_lattice(L1, L2):
@@ -765,7 +765,7 @@ def rmsd(generated, relaxed, method: str = "matcher") -> float:
     v = abs(np.linalg.det(_avg_lattice(np.array(a.cell.array), np.array(b.cell.array))))
     return float(m[0] * (v / len(s1)) ** (1 / 3))   # matcher normalizes by (V/N)^(1/3) of the average lattice
 
-# %% ../nbs/08_relax.ipynb 32
+# %% ../nbs/08_relax.ipynb 33
 def magnetic_density(x, magmoms=None, device="cpu") -> float:
     "Σ|m_i| / V (μB/Å³): site moments from `magmoms`, a RelaxResult, `Crystal.atom_props['magmom']`, or a CHGNet single point."
     if isinstance(x, RelaxResult):
@@ -782,7 +782,7 @@ def magnetic_density(x, magmoms=None, device="cpu") -> float:
         raise ValueError("magmoms contain NaN or inf")
     return float(np.linalg.norm(m, axis=1).sum() / abs(a.get_volume()))
 
-# %% ../nbs/08_relax.ipynb 35
+# %% ../nbs/08_relax.ipynb 36
 @dataclass
 class EOSResult:
     "Birch–Murnaghan fit of CHGNet E(V)."
