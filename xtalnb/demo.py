@@ -95,8 +95,36 @@ def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: i
 # %% ../nbs/13_demo.ipynb 7
 def _chunk_seed(seed: int, k: int) -> int: return int(seed) * 100003 + int(k)
 
-def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progress: bool):
-    "Run `run_chunk(k, lo, hi) -> DataFrame` over chunks of `batch_size`, resumably in `work_dir`; returns (table, seconds)."
+def _pid_alive(pid: int) -> bool:
+    import os
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _claim_chunk(lock: Path) -> bool:
+    "Create `lock` atomically (O_EXCL) holding 'pid@host'; a lock left by a dead process on this host is taken over."
+    import os, socket
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid, _, host = lock.read_text().partition("@")
+            stale = host == socket.gethostname() and not _pid_alive(int(pid))
+        except (OSError, ValueError):      # being written or removed right now: treat as held
+            return False
+        if stale:
+            lock.unlink(missing_ok=True)
+            return _claim_chunk(lock)
+        return False
+    os.write(fd, me.encode()); os.close(fd)
+    return True
+
+def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progress: bool, poll_s: float = 10.0):
+    """Run `run_chunk(k, lo, hi) -> DataFrame` over chunks of `batch_size`, resumably in `work_dir`; returns (table, seconds).
+    Several processes may share one `work_dir` (e.g. one per core or GPU): each claims a chunk with a lock file, skips chunks
+    claimed by others, and at the end waits for them (taking over a chunk whose owner died)."""
     import pandas as pd
     from tqdm.auto import tqdm
     from xtalnb.train import atomic_write_text
@@ -113,21 +141,43 @@ def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progre
                 raise ValueError(f"{wd} holds chunks of a different evaluation (differs in {diff}); use another work_dir")
         else:
             atomic_write_text(json.dumps(meta, indent=1, default=str), mp)
-    frames, secs = [], 0.0
     chunks = list(range(0, n, batch_size))
-    for k, lo in enumerate(tqdm(chunks, disable=not progress, desc="chunks")):
-        hi = min(n, lo + batch_size)
-        f = None if wd is None else wd / f"chunk_{k:05d}.csv"
-        if f is not None and f.exists():
-            df = pd.read_csv(f)
-        else:
-            t0 = time.time()
-            df = run_chunk(k, lo, hi)
-            df["chunk_seconds"] = time.time() - t0
-            if f is not None:
-                atomic_write_text(df.to_csv(index=False), f)
+    frames, secs = [None] * len(chunks), 0.0
+
+    def compute(k, lo):
+        t0 = time.time()
+        df = run_chunk(k, lo, min(n, lo + batch_size))
+        df["chunk_seconds"] = time.time() - t0
+        return df
+
+    pending = list(enumerate(chunks))
+    with tqdm(total=len(chunks), disable=not progress, desc="chunks") as bar:
+        while pending:
+            waiting = []
+            for k, lo in pending:
+                f = None if wd is None else wd / f"chunk_{k:05d}.csv"
+                if f is None:
+                    frames[k] = compute(k, lo)
+                elif f.exists():
+                    frames[k] = pd.read_csv(f)
+                elif _claim_chunk(lock := wd / f"chunk_{k:05d}.lock"):
+                    try:
+                        if f.exists():                     # finished by another process since we looked
+                            frames[k] = pd.read_csv(f)
+                        else:
+                            frames[k] = compute(k, lo)
+                            atomic_write_text(frames[k].to_csv(index=False), f)
+                    finally:
+                        lock.unlink(missing_ok=True)
+                else:
+                    waiting.append((k, lo))                # another live process is computing it
+                    continue
+                bar.update(1)
+            if waiting:
+                time.sleep(poll_s)
+            pending = waiting
+    for df in frames:
         secs += float(df["chunk_seconds"].iloc[0]) if len(df) else 0.0
-        frames.append(df)
     return pd.concat(frames, ignore_index=True), secs
 
 def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",

@@ -99,33 +99,50 @@ def structural_validity(s: Structure, cutoff: float = 0.5) -> bool:
     return bool(len(_pair_distances(s, cutoff)[2]) == 0)
 
 # %% ../nbs/07_metrics.ipynb 10
-def _smact_tables():
+def _smact_inputs(s):
+    "(symbols, reduced integer counts, SMACT oxidation-state lists, Pauling electronegativities, all-metal flag) of a composition."
     import smact
-    from smact.screening import pauling_test
-    return smact, pauling_test
-
-@register("comp_valid", "CDVAE (Xie et al. 2022)", "SMACT charge neutrality + Pauling electronegativity test")
-def smact_validity(s, use_pauling_test: bool = True, include_alloys: bool = True) -> bool:
-    "CDVAE compositional validity of a Structure/Crystal/Composition/formula."
-    smact, pauling_test = _smact_tables()
     comp = Composition(s) if isinstance(s, str) else (s if isinstance(s, Composition) else as_structure(s).composition)
     els, amts = zip(*[(e.symbol, v) for e, v in comp.element_composition.items()])
     if any(abs(a - round(a)) > 1e-6 for a in amts): raise ValueError(f"non-integer composition {comp}")
     cnt = np.array([int(round(a)) for a in amts]); cnt //= np.gcd.reduce(cnt)
-    if len(els) == 1: return True
     space = smact.element_dictionary(els)
-    smact_els = [space[e] for e in els]
-    if include_alloys and all(e in smact.metals for e in els): return True
-    ox_combos = [e.oxidation_states or [] for e in smact_els]   # an element without SMACT oxidation states cannot be balanced
-    enegs = [e.pauling_eneg for e in smact_els]
-    thr = int(cnt.max())
-    for ox in product(*ox_combos):
-        if not smact.neutral_ratios(ox, stoichs=[(int(c),) for c in cnt], threshold=thr): continue   # [] if no neutral ratio
-        if not use_pauling_test: return True
-        try:
-            if pauling_test(ox, enegs): return True
-        except TypeError:   # an element without Pauling electronegativity: CDVAE counts it as passing
-            return True
+    sm = [space[e] for e in els]
+    return els, [int(c) for c in cnt], [list(e.oxidation_states or []) for e in sm], [e.pauling_eneg for e in sm], \
+        all(e in smact.metals for e in els)
+
+def _zero_charge_reachable(ox_sets, cnt) -> bool:
+    "Is there one oxidation state per element (from `ox_sets`) with Σ cnt_i·ox_i = 0? Dynamic programming over reachable sums."
+    sums = {0}
+    for oxs, c in zip(ox_sets, cnt):
+        sums = {q + c * o for q in sums for o in oxs}
+        if not sums: return False
+    return 0 in sums
+
+@register("comp_valid", "CDVAE (Xie et al. 2022)", "SMACT charge neutrality + Pauling electronegativity test")
+def smact_validity(s, use_pauling_test: bool = True, include_alloys: bool = True) -> bool:
+    """CDVAE compositional validity of a Structure/Crystal/Composition/formula: some choice of one SMACT oxidation state per
+    element is charge-neutral on the reduced formula and (optionally) puts every cation below every anion in Pauling
+    electronegativity. Exact, in polynomial time (see the text above); `_smact_validity_enumerate` is the literal search."""
+    els, cnt, oxs, enegs, metals = _smact_inputs(s)
+    if len(els) == 1 or (include_alloys and metals): return True
+    if any(not o for o in oxs): return False          # an element without SMACT oxidation states cannot be balanced
+    if not use_pauling_test: return _zero_charge_reachable(oxs, cnt)
+    if any(e is None for e in enegs): return False    # (only elements that also lack oxidation states, e.g. noble gases)
+    for m in sorted(set(enegs)) + [float("inf")]:     # m = the smallest anion electronegativity
+        allowed = [[o for o in ox if (o >= 0 if e < m else o <= 0)] for ox, e in zip(oxs, enegs)]
+        if _zero_charge_reachable(allowed, cnt): return True
+    return False
+
+def _smact_validity_enumerate(s, use_pauling_test: bool = True, include_alloys: bool = True) -> bool:
+    "The literal CDVAE search over every product of oxidation states with SMACT's own tests (exponential; for testing)."
+    import smact
+    from smact.screening import pauling_test
+    els, cnt, oxs, enegs, metals = _smact_inputs(s)
+    if len(els) == 1 or (include_alloys and metals): return True
+    for ox in product(*oxs):
+        if not smact.neutral_ratios(ox, stoichs=[(c,) for c in cnt], threshold=max(cnt)): continue
+        if not use_pauling_test or pauling_test(ox, enegs): return True
     return False
 
 # %% ../nbs/07_metrics.ipynb 13
