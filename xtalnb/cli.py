@@ -66,12 +66,13 @@ def _cmd_evaluate(args):
     fn = evaluate_csp_model if task == "csp" else evaluate_denovo_model
     kw = dict(n_jobs=args.jobs) if task == "csp" else {}
     df, summary = fn(args.model, n=args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                     work_dir=args.work_dir, **kw)
+                     work_dir=args.work_dir, steps=args.steps, **kw)
     print(json.dumps(summary, indent=1, default=float))
     if args.table:
         df.to_csv(args.table, index=False)
     if args.record:
-        record_metrics(args.model, f"{task}_test_n{args.n}_seed{args.seed}", summary)
+        steps = f"_steps{args.steps}" if args.steps else ""
+        record_metrics(args.model, f"{task}_test_n{args.n}_seed{args.seed}{steps}", summary)
         print(f"recorded in the model card of {args.model}")
 
 def _cmd_repro(args):
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="StructureMatcher worker processes (CSP)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--work-dir", default=None, help="directory for finished chunks: rerunning continues there")
+    s.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's T; fewer = strided)")
     s.add_argument("--table", default=None, help="write the per-structure table to this CSV")
     s.add_argument("--record", action="store_true", help="store the summary in the shipped model's card")
     s.set_defaults(func=_cmd_evaluate)

@@ -33,7 +33,7 @@ from .crystal import Crystal, CrystalBatch
 __all__ = ['REGISTRY', 'DATASETS', 'project_root', 'cache_dir', 'download_dir', 'data_root', 'ChecksumError', 'verify_file',
            'download_file', 'download_dataset', 'dataset_files', 'CrystalDataset', 'read_crystals_csv', 'load_dos_json',
            'load_dataset', 'count_rows', 'collate_crystals', 'iterate_batches', 'num_atoms_distribution',
-           'composition_counts', 'structure_table', 'summary_table', 'plot_statistics', 'data_tour']
+           'draw_num_atoms', 'composition_counts', 'structure_table', 'summary_table', 'plot_statistics', 'data_tour']
 
 # %% ../nbs/01_data.ipynb 5
 def project_root() -> Path:
@@ -548,6 +548,14 @@ def num_atoms_distribution(crystals, max_atoms: int | None = None) -> np.ndarray
         raise ValueError(f"max_atoms={max_atoms} is smaller than the largest crystal ({n.max()} atoms)")
     return np.bincount(n, minlength=max_atoms + 1)[1:].astype(np.float64) / len(n)
 
+def draw_num_atoms(dist, n: int, seed=0) -> list:
+    "Draw `n` atom counts from `p[N-1]` = `dist` (the layout of `num_atoms_distribution`): values in 1..len(dist)."
+    p = np.asarray(dist, dtype=float)
+    if p.ndim != 1 or len(p) == 0 or (p < 0).any() or not p.sum() > 0:
+        raise ValueError("dist must be a non-empty 1-D array of non-negative probabilities p[N-1]")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return (1 + rng.choice(len(p), size=int(n), p=p / p.sum())).tolist()
+
 def composition_counts(crystals) -> pd.DataFrame:
     "Per element: number of crystals containing it and number of atoms, most frequent first."
     from pymatgen.core.periodic_table import Element
@@ -595,7 +603,7 @@ def structure_table(crystals, spacegroups: bool = False) -> pd.DataFrame:
                          "volume_per_atom": vol / n, "density": mass / vol * 1.66053906660,
                          "spacegroup": pd.array(sg, dtype="Int64")})
 
-# %% ../nbs/01_data.ipynb 51
+# %% ../nbs/01_data.ipynb 52
 def summary_table(splits: dict, spacegroups: bool = False) -> pd.DataFrame:
     "Headline statistics of each split in `splits` ({label: crystals}), one column per split."
     cols = {}
@@ -675,7 +683,7 @@ def plot_statistics(splits: dict, out_dir="figures", prefix: str = "data") -> li
     save(fig, "spacegroups")
     return paths
 
-# %% ../nbs/01_data.ipynb 54
+# %% ../nbs/01_data.ipynb 55
 def data_tour(out_dir="figures", device="cpu", name: str = "mp20_subset", splits=("train", "test"), progress: bool = True) -> dict:
     "Load a dataset's splits, print a statistics table and write figures under `out_dir`; returns the table and figure paths."
     t0 = time.perf_counter()

@@ -226,8 +226,8 @@ def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int =
     from xtalnb.sampling import sample
     from xtalnb.train import load_model
     net, diffusion, card = load_model(model, device=device)
-    dist = np.asarray(card["num_atoms_distribution"], dtype=float)
-    sizes = np.random.default_rng(seed).choice(len(dist), size=n, p=dist / dist.sum())
+    from xtalnb.data import draw_num_atoms
+    sizes = np.asarray(draw_num_atoms(card["num_atoms_distribution"], n, seed))   # p[N-1] layout: N >= 1
     def run_chunk(k, lo, hi):
         out = sample(net, diffusion, num_atoms=sizes[lo:hi].tolist(), seed=_chunk_seed(seed, k), batch_size=hi - lo,
                      device=device, progress=False, steps=steps)

@@ -224,7 +224,7 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
         conds = [s["name"] for s in net.config.get("cond_specs", [])]
         raise ValueError(f"guidance was requested but model {card.get('name')!r} was trained with conditions {conds or 'none'}")
     dist = np.asarray(card.get("num_atoms_distribution", []), dtype=float)
-    max_atoms = len(dist) - 1 if len(dist) else None
+    max_atoms = len(dist) if len(dist) else None            # dist[N-1] = p(N atoms)
     task = card.get("task", "denovo")
     n = 1 if n is None else int(n)
     if task == "csp":
@@ -242,8 +242,8 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
         if num_atoms is None:
             if not len(dist):
                 raise ValueError("the model card has no num_atoms_distribution: pass num_atoms")
-            rng = np.random.default_rng(seed)
-            num_atoms = rng.choice(len(dist), size=n, p=dist / dist.sum()).tolist()
+            from xtalnb.data import draw_num_atoms
+            num_atoms = draw_num_atoms(dist, n, seed)
         elif np.isscalar(num_atoms):
             num_atoms = [int(num_atoms)] * n
         num_atoms = [int(k) for k in num_atoms]
