@@ -308,6 +308,7 @@ def screen_one(crystal: Crystal, stages, record: dict | None = None, device: str
     rec = dict(record or {})
     cur = crystal
     rec["n_passed"], rec["failed_at"] = 0, ""
+    rec.setdefault("reduced_formula", crystal.to_structure().composition.reduced_formula)
     t0 = time.perf_counter()
     with torch_threads(n_threads):
         for k, st in enumerate(stages):
