@@ -128,6 +128,7 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
     - `num_atoms`: list of atom counts (de novo), or implied by `atomic_numbers` (CSP: list of Z arrays) or `template`.
     - `template` + `t0`: start from the template crystals noised to step t0 < T (template-guided generation).
     - `cond`: {name: tensor (B,)} global conditions, `atom_cond`: (Ntot, D) per-atom condition, both for the whole request.
+      Hooks see the chunk's offsets in the request as `ctx.extra['first_crystal']` and `ctx.extra['first_atom']`.
     - `steps`: number of reverse steps (default: every step from t0; fewer = strided sampling)."""
     hooks = hooks or SamplerHooks()
     if atomic_numbers is not None:
@@ -168,7 +169,8 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
                                                for k, v in cond.items()}
         sub_ac = None if atom_cond is None else torch.as_tensor(atom_cond, dtype=torch.float32)[atom_off:atom_off + n_tot].to(device)
         atom_off += n_tot
-        ctx = SampleContext(diffusion, na, bidx, g, sub_cond, sub_ac, task)
+        ctx = SampleContext(diffusion, na, bidx, g, sub_cond, sub_ac, task,
+                            extra={"first_crystal": s, "first_atom": atom_off - n_tot})   # offsets of this chunk in the request
         extra_proj = []
         known = None
         if template is not None:
@@ -209,24 +211,65 @@ def parse_composition(composition, formula_units: int = 1) -> np.ndarray:
         zs += [int(z)] * int(round(n))
     return np.array(zs, dtype=np.int64)
 
+def _guidance_hooks(guidance) -> tuple:
+    "(SamplerHooks, uses_cfg) from `guidance`: a number γ, a ClassifierFreeGuidance, SamplerHooks, an object with .hooks(), or a list."
+    from xtalnb.guidance import ClassifierFreeGuidance, combine_hooks
+    items = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
+    hs, cfg = [], False
+    for gd in items:
+        if isinstance(gd, bool) or isinstance(gd, dict) or isinstance(gd, str):
+            raise ValueError(f"guidance must be a number γ, ClassifierFreeGuidance(γ), SamplerHooks or a hook object, got {gd!r} "
+                             "(condition values go in cond={...})")
+        if isinstance(gd, (int, float, np.floating, np.integer)): gd = ClassifierFreeGuidance(float(gd))
+        if isinstance(gd, ClassifierFreeGuidance):
+            hs.append(SamplerHooks(predict=gd)); cfg = True
+        elif isinstance(gd, SamplerHooks): hs.append(gd)
+        elif hasattr(gd, "hooks"): hs.append(gd.hooks())
+        else: raise ValueError(f"cannot use {gd!r} as guidance")
+    return combine_hooks(*hs), cfg
+
+def _atom_cond_for(atom_cond, num_atoms: list, dim: int, name) -> torch.Tensor:
+    "Per-atom condition (Ntot, D) for the request: one (D,) vector for every atom, or an (Ntot, D) array."
+    if dim <= 0:
+        raise ValueError(f"atom_cond was given but model {name!r} was not trained with a per-atom condition (atom_cond_dim = 0)")
+    a = torch.as_tensor(np.asarray(atom_cond, dtype=np.float32))
+    n_tot = int(sum(num_atoms))
+    if a.dim() == 1 and a.shape[0] == dim: a = a.expand(n_tot, dim).clone()
+    if a.shape != (n_tot, dim):
+        raise ValueError(f"atom_cond must have shape ({dim},) or (total atoms = {n_tot}, {dim}), got {tuple(a.shape)}")
+    return a
+
 def generate(n: int | None = None, composition=None, num_atoms=None, model="denovo-mp20", steps: int | None = None,
              guidance=None, seed: int = 0, device="cpu", batch_size: int = 64, formula_units: int = 1,
-             progress: bool = True, return_crystals: bool = False) -> list:
+             progress: bool = True, return_crystals: bool = False, cond: dict | None = None, atom_cond=None) -> list:
     """Generate crystals with a shipped or saved model; returns pymatgen Structures (or `Crystal`s).
-    `n`: number of structures; `composition`: CSP target formula (csp models); `num_atoms`: int or list (de novo)."""
+    `n`: number of structures; `composition`: CSP target formula (csp models); `num_atoms`: int or list (de novo).
+    `cond`: {property: value or one value per structure} for a conditional model (checked by `xtalnb.guidance.check_conditions`:
+    unknown property or one the model was not trained on -> ValueError, outside the training range -> warning);
+    `atom_cond`: per-atom condition, (D,) for every atom or (total atoms, D);
+    `guidance`: γ or `ClassifierFreeGuidance(γ)` (γ = 0 unconditional, 1 conditional, > 1 amplified), other hook objects
+    (constraints, fixed sites, ...) or a list of them. With `cond` and no guidance the plain conditional model (γ = 1) is used."""
     from xtalnb.train import load_model
     if n is not None and int(n) <= 0:
         raise ValueError(f"n must be a positive number of structures, got {n}")
     net, diffusion, card = load_model(model, device=device) if isinstance(model, (str, Path)) else model
     if steps is not None and not 1 <= int(steps) <= diffusion.T:
         raise ValueError(f"steps must be in 1..{diffusion.T} (this model's T), got {steps}")
-    if guidance is not None:
-        conds = [s["name"] for s in net.config.get("cond_specs", [])]
+    conds = [s["name"] for s in net.config.get("cond_specs", [])]
+    atom_dim = int(net.config.get("atom_cond_dim", 0) or 0)
+    hooks, uses_cfg = (None, False) if guidance is None else _guidance_hooks(guidance)
+    if uses_cfg and not conds and not atom_dim:
         raise ValueError(f"guidance was requested but model {card.get('name')!r} was trained with conditions {conds or 'none'}")
+    if uses_cfg and cond is None and atom_cond is None:
+        raise ValueError(f"classifier-free guidance needs condition values: pass cond={{...}} (model conditions: {conds})")
     dist = np.asarray(card.get("num_atoms_distribution", []), dtype=float)
     max_atoms = len(dist) if len(dist) else None            # dist[N-1] = p(N atoms)
     task = card.get("task", "denovo")
     n = 1 if n is None else int(n)
+    if cond is not None:
+        from xtalnb.guidance import check_conditions
+        cond = {k: v.to(device) for k, v in check_conditions(cond, net, card, n=n).items()}
+    extra = {} if cond is None and atom_cond is None and hooks is None else {"cond": cond, "hooks": hooks}
     if task == "csp":
         if composition is None:
             raise ValueError(f"model {card.get('name')!r} does crystal structure prediction: give a composition")
@@ -234,8 +277,9 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
         if max_atoms is not None and len(zs) > max_atoms:
             raise ValueError(f"composition {composition!r} has {len(zs)} atoms per cell; the model was trained on cells of at most "
                              f"{max_atoms} atoms")
+        if atom_cond is not None: extra["atom_cond"] = _atom_cond_for(atom_cond, [len(zs)] * n, atom_dim, card.get("name"))
         out = sample(net, diffusion, atomic_numbers=[zs] * n, seed=seed, device=device, batch_size=batch_size, progress=progress,
-                     steps=steps)
+                     steps=steps, **extra)
     else:
         if composition is not None:
             raise ValueError(f"model {card.get('name')!r} is a de novo model; use a csp model for a given composition")
@@ -249,9 +293,11 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
         num_atoms = [int(k) for k in num_atoms]
         if max_atoms is not None and max(num_atoms) > max_atoms:
             raise ValueError(f"num_atoms up to {max(num_atoms)} requested; the model was trained on cells of at most {max_atoms} atoms")
+        if atom_cond is not None: extra["atom_cond"] = _atom_cond_for(atom_cond, num_atoms, atom_dim, card.get("name"))
         out = sample(net, diffusion, num_atoms=num_atoms, seed=seed, device=device, batch_size=batch_size, progress=progress,
-                     steps=steps)
+                     steps=steps, **extra)
     if out.failed:
         import warnings
         warnings.warn(f"{len(out.failed)} of {n} generated cells were degenerate and are not returned: {out.failed[:3]}")
     return list(out) if return_crystals else [c.to_structure() for c in out]
+
