@@ -27,7 +27,8 @@ import torch
 __all__ = ['DEFAULT_MODELS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions',
            'git_commit', 'EMA', 'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices',
            'shard_tree', 'source_root', 'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses',
-           'init_distributed', 'validation_losses', 'train', 'default_run_dir', 'export_default', 'train_default']
+           'init_distributed', 'validation_losses', 'train', 'radius_cubed_table', 'compactness_torch',
+           'predicted_compactness', 'compactness_loss_rows', 'default_run_dir', 'export_default', 'train_default']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -170,6 +171,8 @@ class TrainConfig:
     loss_weights: dict = field(default_factory=lambda: {"lattice": 1.0, "frac": 1.0, "types": 1.0})
     p_uncond: float = 0.0          # condition dropout probability (classifier-free guidance)
     cond_keys: list = field(default_factory=list)  # names of batch.props used as global conditions
+    compactness_weight: float = 0.0   # λ_C of PIGEN Eq. (3): λ_C |C(x̂_0) − C_0|² (0 = off, training unchanged)
+    compactness_type_temperature: float = 0.1   # softmax temperature turning continuous x̂_0 types into probabilities
     log_every: int = 10
     val_every: int = 500
     val_size: int = 256
@@ -182,6 +185,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{k} must be positive, got {getattr(self, k)}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if not self.compactness_weight >= 0:
+            raise ValueError(f"compactness_weight must be >= 0, got {self.compactness_weight}")
+        if not self.compactness_type_temperature > 0:
+            raise ValueError(f"compactness_type_temperature must be > 0, got {self.compactness_type_temperature}")
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     "Linear warm-up to `lr`, then cosine decay to `lr_min` at `steps`."
@@ -333,6 +340,9 @@ def step_losses(model, diffusion, batch, step: int, cfg: TrainConfig, rank: int 
                 diffusion.model_time(t), cond=cond, drop=drop)
     rows = diffusion.loss_rows(out, targets, batch)
     weights = dict(cfg.loss_weights)
+    if cfg.compactness_weight > 0:                                   # PIGEN Eq. (3); skipped entirely when off
+        rows["compactness"] = compactness_loss_rows(diffusion, out, noisy, t, batch, task, cfg.compactness_type_temperature)
+        weights["compactness"] = cfg.compactness_weight
     if task == "csp":
         weights["types"] = 0.0
     total, means = 0.0, {}
@@ -406,7 +416,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     state_path = run_dir / "state.pt"
     if resume and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=False)
-        if st["train_config"] != dataclasses.asdict(cfg) and rank == 0:
+        if {**dataclasses.asdict(TrainConfig()), **st["train_config"]} != dataclasses.asdict(cfg) and rank == 0:   # new fields: defaults
             import warnings
             warnings.warn(f"resuming {state_path} with a different TrainConfig than it was started with")
         model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); ema.load_state_dict(st["ema"])
@@ -447,7 +457,8 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
         means = _all_reduce_mean_dict(means, world)
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
             row = {"step": step, "epoch": step * cfg.batch_size / len(train_set), "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg),
-                   "loss": sum(cfg.loss_weights.get(k, 0.0) * v for k, v in means.items() if not (task == "csp" and k == "types")),
+                   "loss": sum((cfg.compactness_weight if k == "compactness" else cfg.loss_weights.get(k, 0.0)) * v
+                               for k, v in means.items() if not (task == "csp" and k == "types")),
                    **{f"loss_{k}": v for k, v in means.items()}, "grad_norm": float(gnorm),
                    **{f"val_{k}": float("nan") for k in means}}
             if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
@@ -464,7 +475,42 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     model.eval()
     return {"step": step, "elapsed_s": elapsed, "done": step >= cfg.steps, "ema": ema}
 
-# %% ../nbs/06_train.ipynb 29
+# %% ../nbs/06_train.ipynb 27
+def radius_cubed_table(device="cpu", dtype=torch.float32) -> torch.Tensor:
+    "(100,) atomic radius³ (Å³) per element index Z−1 (`xtalnb.metrics` radii; elements without a radius: 0)."
+    import warnings
+    from xtalnb.metrics import _atomic_radius
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = torch.tensor([_atomic_radius(z) for z in range(1, 101)], dtype=torch.float64)
+    return torch.nan_to_num(r, nan=0.0).pow(3).to(device=device, dtype=dtype)
+
+def compactness_torch(lattice, type_probs, num_atoms, batch) -> torch.Tensor:
+    "Differentiable PIGEN Eq. (2) per crystal (B,): (4/3)π Σ_a Σ_k p_ak r_k³ / |det L|; `type_probs` (N, 100), or atomic numbers (N,)."
+    if not type_probs.dtype.is_floating_point:
+        type_probs = torch.nn.functional.one_hot(type_probs - 1, 100).to(lattice.dtype)
+    r3 = type_probs @ radius_cubed_table(lattice.device, lattice.dtype)
+    atom_vol = torch.zeros(num_atoms.shape[0], dtype=lattice.dtype, device=lattice.device).index_add_(0, batch, r3)
+    return 4.0 / 3.0 * math.pi * atom_vol / torch.linalg.det(lattice).abs()
+
+def predicted_compactness(diffusion, out, noisy, t, batch, task: str = "denovo", type_temperature: float = 0.1) -> torch.Tensor:
+    "C of the network's clean-crystal estimate at step t (B,): x̂_0 lattice from ε̂_L, type probabilities as described above."
+    L0 = diffusion.lattice.predict_x0(noisy["lattice"], out["lattice"], t, batch.num_atoms)
+    if task == "csp":
+        probs = batch.atomic_numbers
+    elif diffusion.discrete_types:
+        probs = torch.softmax(out["types"][:, :100], -1)
+    else:
+        A0 = diffusion.types.predict_x0(noisy["types"], out["types"], t[batch.batch])
+        probs = torch.softmax(A0 / type_temperature, -1)
+    return compactness_torch(L0, probs, batch.num_atoms, batch.batch)
+
+def compactness_loss_rows(diffusion, out, noisy, t, batch, task: str = "denovo", type_temperature: float = 0.1) -> torch.Tensor:
+    "Per-crystal |C(x̂_0) − C_0|² (B,), C_0 from the clean crystal."
+    c0 = compactness_torch(batch.lattice.to(out["lattice"].dtype), batch.atomic_numbers, batch.num_atoms, batch.batch)
+    return (predicted_compactness(diffusion, out, noisy, t, batch, task, type_temperature) - c0) ** 2
+
+# %% ../nbs/06_train.ipynb 32
 DEFAULT_MODELS = {
     "csp-mp20": dict(task="csp", family="diffcsp",
                      model=dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
