@@ -332,6 +332,9 @@ def step_losses(model, diffusion, batch, step: int, cfg: TrainConfig, rank: int 
     if task == "csp":
         noisy["types"] = _clean_types_input(diffusion, batch)
     cond = {k: batch.props[k] for k in cfg.cond_keys} or None
+    if cond is not None:                                  # class labels arrive as floats from CrystalBatch props
+        kinds = {s["name"]: s["kind"] for s in getattr(model, "module", model).config.get("cond_specs", [])}
+        cond = {k: (v.round().long() if kinds.get(k) == "categorical" and v.dtype.is_floating_point else v) for k, v in cond.items()}
     drop = (torch.rand(B, device=dev) < cfg.p_uncond) if (cond is not None and cfg.p_uncond > 0) else None
     if world > 1:
         cs, as_ = shard_slices(batch.num_atoms, rank, world)
