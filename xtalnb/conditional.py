@@ -20,7 +20,8 @@ from .diffusion import NUM_TYPES
 
 # %% auto 0
 __all__ = ['CSV_PROPS', 'COMPUTED_PROPS', 'FINETUNE_MODES', 'condition_kind', 'chemical_system_vector', 'space_group_number',
-           'default_m_led_cache', 'attach_conditions', 'condition_specs', 'conditional_model', 'finetune_conditional']
+           'default_m_led_cache', 'attach_conditions', 'condition_specs', 'conditional_model', 'finetune_conditional',
+           'guidance_shift']
 
 # %% ../nbs/11_conditional.ipynb 5
 CSV_PROPS = ("formation_energy_per_atom", "band_gap", "e_above_hull")   # columns of the MP-20 CSV, read by xtalnb.data
@@ -170,4 +171,29 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
                 "num_atoms_distribution": np.asarray(base_card.get("num_atoms_distribution") or num_atoms_distribution(train_set)).tolist()}
         out["card"] = save_model(Path(out_dir or checkpoint_dir()) / name, model, diffusion, card=card, state_dict=st["ema"]["shadow"])
     return out
+
+
+# %% ../nbs/11_conditional.ipynb 13
+def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 100, seed: int = 0, device="cpu",
+                   measure=None, progress: bool = False) -> pd.DataFrame:
+    """Generate `n` crystals per (target, γ) with the one sampler (strided, `steps` steps, same seed so the same atom counts and
+    noise) and measure the property independently (`measure(Structure)`, default exact compactness). γ = 0 is the unconditional
+    model and is run once. Returns one row per generated crystal: target, gamma, value."""
+    from xtalnb.metrics import compactness
+    from xtalnb.sampling import generate
+    from xtalnb.train import load_model
+    measure = measure or compactness
+    loaded = load_model(model, device=device) if isinstance(model, (str, Path)) else model
+    rows = []
+    for g in gammas:
+        for tg in (targets[:1] if g == 0 else targets):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ss = generate(n=n, model=loaded, cond={cond_name: float(tg)}, guidance=float(g), steps=steps, seed=seed, device=device,
+                              progress=progress)
+            for s in ss:
+                try: v = float(measure(s))
+                except Exception: v = float("nan")
+                rows.append({"target": float("nan") if g == 0 else float(tg), "gamma": float(g), "value": v})
+    return pd.DataFrame(rows)
 
