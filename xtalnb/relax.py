@@ -558,6 +558,15 @@ def _entry_row(c: Crystal, r: RelaxResult) -> dict:
                 time_s=round(r.time_s, 3), mp_formation_energy_per_atom=c.props.get("formation_energy_per_atom"),
                 mp_e_above_hull=c.props.get("e_above_hull"))
 
+def _not_yet_in(path: Path, crystals) -> tuple:
+    "(lines already in the JSONL `path`, crystals whose id is not among them); ids must be unique (they are the resume keys)."
+    ids = [str(c.id) for c in crystals]
+    if len(set(ids)) != len(ids):
+        raise ValueError("crystal ids must be unique (they are the resume keys)")
+    lines = path.read_text().splitlines() if path.exists() else []
+    done = {json.loads(line)["id"] for line in lines if line.strip()}
+    return lines, [c for c in crystals if str(c.id) not in done]
+
 def build_hull_entries(out_dir=None, chunk: int = 50, limit: int | None = None, n_jobs: int = 1, split: str = "train",
                        device="cpu", progress: bool = True, timeout_s: float = 300.0, crystals=None) -> Path:
     "Relax MP-20 subset `split` (first `limit`) with `PROTOCOL`, appending entries chunk by chunk; reruns skip finished ids."
@@ -569,12 +578,7 @@ def build_hull_entries(out_dir=None, chunk: int = 50, limit: int | None = None, 
         crystals = list(load_dataset("mp20_subset", split, limit=limit, progress=False))
     elif limit is not None:
         crystals = list(crystals)[:limit]
-    ids = [str(c.id) for c in crystals]
-    if len(set(ids)) != len(ids):
-        raise ValueError("crystal ids must be unique (they are the resume keys)")
-    lines = path.read_text().splitlines() if path.exists() else []
-    done = {json.loads(line)["id"] for line in lines if line.strip()}
-    todo = [c for c in crystals if str(c.id) not in done]
+    lines, todo = _not_yet_in(path, crystals)
     meta = dict(version=HULL_VERSION, hull_version=HULL_VERSIONS["relaxed"], protocol=PROTOCOL, split=split, entries=path.name,
                 n_structures=len(crystals),
                 build_command=HULL_BUILD_COMMAND.format(split=split, chunk=chunk, n_jobs=n_jobs), versions=package_versions())
@@ -620,12 +624,7 @@ def build_singlepoint_entries(out_dir=None, chunk: int = 500, limit: int | None 
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     crystals = _load_split(split, limit, crystals)
     path = hull_entries_path(split, out_dir, kind="singlepoint")
-    ids = [str(c.id) for c in crystals]
-    if len(set(ids)) != len(ids):
-        raise ValueError("crystal ids must be unique (they are the resume keys)")
-    lines = path.read_text().splitlines() if path.exists() else []
-    done = {json.loads(line)["id"] for line in lines if line.strip()}
-    todo = [c for c in crystals if str(c.id) not in done]
+    lines, todo = _not_yet_in(path, crystals)
     meta = dict(hull_version=HULL_VERSIONS["singlepoint"], model=f"CHGNet {CHGNET_VERSION}", split=split, entries=path.name,
                 n_structures=len(crystals), build_command=SP_BUILD_COMMAND.format(split=split, chunk=chunk),
                 versions=package_versions())

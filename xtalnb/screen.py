@@ -38,12 +38,8 @@ def structure_id(x) -> str:
 
 def _name_of(x) -> str:
     "A user-facing name: Crystal.id, Atoms.info['id'] or Structure.properties['id'] ('' if none)."
-    v = getattr(x, "id", None)
-    if v is None and isinstance(getattr(x, "info", None), dict):
-        v = x.info.get("id")
-    if v is None and isinstance(getattr(x, "properties", None), dict):
-        v = x.properties.get("id")
-    return "" if v is None else str(v)
+    from xtalnb.relax import _id_of
+    return _id_of(x, "")
 
 def _as_crystal(x) -> Crystal:
     from xtalnb.relax import to_atoms
