@@ -169,17 +169,30 @@ class MessagePassingLayer(nn.Module):
         self.agg_lin = nn.Linear(hidden, hidden, bias=False)  # φ_h's first layer, aggregated-message part
         self.out_lin = nn.Linear(hidden, hidden)        # second layer of φ_h
 
+    # CPU inference: messages are built and aggregated in blocks of this many edges (per conditioning copy). A (E, C, H)
+    # message tensor of a 256-crystal batch is ~100 MB; blocks that stay in cache made a sampling call ~1.5-2x cheaper per
+    # crystal at batch 64-256 (nbs/benchmarks/sampling_speed.ipynb). None = one block (GPUs, and always when autograd records).
+    edge_chunk: int | None = 1024
+
     def forward(self, h, src, dst, feats, inv_deg):
         "h (N,C,H); src/dst (E,); feats (E, edge_dim) invariant edge features; inv_deg (N,1,1) = 1/n of each atom's crystal."
         x = self.ln(h)
-        e = self.edge_lin(feats)[:, None]
         a, b, u = self.node_lin(x).chunk(3, -1)
-        m = F.silu(a.index_select(0, src) + b.index_select(0, dst) + e)   # = SiLU(W [h_i, h_j, f_ij] + bias), never concatenated
-        m = F.silu(self.msg_lin(m))
-        agg = torch.zeros_like(h).index_add_(0, src, m) * inv_deg   # mean over j of m_ij
+        E = src.shape[0]
+        step = E
+        if self.edge_chunk and h.device.type == "cpu" and not torch.is_grad_enabled():
+            step = max(1, self.edge_chunk // h.shape[1])
+        agg = torch.zeros_like(h)
+        for s in range(0, E, step):
+            blk = slice(s, s + step)
+            e = self.edge_lin(feats[blk])[:, None]
+            m = F.silu(a.index_select(0, src[blk]) + b.index_select(0, dst[blk]) + e)   # = SiLU(W [h_i, h_j, f_ij] + bias)
+            m = F.silu(self.msg_lin(m))
+            agg.index_add_(0, src[blk], m)
+        agg = agg * inv_deg                                               # mean over j of m_ij
         return h + self.out_lin(F.silu(u + self.agg_lin(agg)))
 
-# %% ../nbs/03_denoiser.ipynb 16
+# %% ../nbs/03_denoiser.ipynb 17
 class Denoiser(nn.Module):
     "Periodic E(3)-invariant message-passing denoiser (CSPNet-style) with condition embeddings and adapters."
     def __init__(self,
