@@ -278,3 +278,93 @@ def test_constraint_guidance_tilts_d3pm_logits_away_from_forbidden_elements():
     assert torch.all(tilt[:, allowed] == 0) and torch.all(tilt[:, ~allowed] < 0)
     p0, p1 = torch.softmax(o["types"], -1), torch.softmax(og["types"], -1)
     assert torch.all(p1[:, allowed].sum(-1) > p0[:, allowed].sum(-1))
+
+
+# ---------------------------------------------------------------- bad input: conditions and contradictory constraints
+def test_check_conditions_parses_symbols_and_refuses_bad_values():
+    specs = [{"name": "space_group", "kind": "categorical", "num_classes": 231},
+             {"name": "chemical_system", "kind": "multihot", "num_classes": 100}, SPECS[0]]
+    m = Denoiser(**SMALL, cond_specs=specs)
+    out = check_conditions({"space_group": "P6_3/mmc", "chemical_system": ["O", "Li"]}, m, n=3)
+    assert out["space_group"].tolist() == [194] * 3
+    assert out["chemical_system"].shape == (3, 100) and out["chemical_system"][1].nonzero()[:, 0].tolist() == [2, 7]
+    for bad, msg in (({"space_group": "Fm3mm"}, "unknown space-group symbol"), ({"space_group": 231}, "1..230"),
+                     ({"space_group": 0}, "1..230"), ({"band_gap": "3 eV"}, "needs numbers"),
+                     ({"band_gap": float("-inf")}, "infinite"), ({"chemical_system": "Li-Qq"}, "unknown element")):
+        with pytest.raises(ValueError, match=msg):
+            check_conditions(bad, m, n=1)
+    # NaN is the null value (unconditional for that crystal) and passes
+    assert torch.isnan(check_conditions({"band_gap": [1.0, float("nan")]}, m, n=2)["band_gap"][1])
+
+
+@pytest.mark.parametrize("parts, msg", [
+    (lambda: (partial_composition({"O": 2, "Li": 1}), chemical_system("Mn-O")), r"puts \{Li\} on site 2"),
+    (lambda: (chemical_system("Li-O"), chemical_system("Na-Cl")), "no element is allowed by all"),
+    (lambda: (FixSites({1: "Sr"}).hooks(), FixSites({1: "Ca"}).hooks()), r"site 1 is fixed to \{Ca\}"),
+    (lambda: (partial_composition({"N": 1, "Ga": 1}), chemical_system("Ga-N")), "free sites would have no allowed element"),
+    (lambda: (FixSites({0: "Ti"}).hooks(), ConstraintGuidance([Elements(deny=["Ti"])]).hooks()), r"puts \{Ti\} on site 0"),
+    (lambda: (chemical_system("Fe-O"), ConstraintGuidance([Elements(allow=["Li", "N"])]).hooks()), "no element is allowed by all"),
+])
+def test_contradictory_hard_constraints_refused_when_combined(parts, msg):
+    with pytest.raises(ValueError, match=msg):
+        combine_hooks(*parts())
+
+
+def test_compatible_hard_constraints_accepted_and_obeyed(shipped):
+    net, d = shipped
+    h = combine_hooks(partial_composition({"O": 2, "Fe": 1}), chemical_system("Li-Fe-P-O"))
+    out = sample(net, d, num_atoms=[4, 6], steps=4, hooks=h, seed=0, progress=False)
+    for c in out:
+        assert (c.atomic_numbers == 8).sum() == 2 and (c.atomic_numbers == 26).sum() == 1
+        assert set(c.atomic_numbers.tolist()) <= {3, 26, 15, 8}
+
+
+def test_elements_allow_deny_overlap_is_an_error():
+    with pytest.raises(ValueError, match="both allowed and denied"):
+        Elements(allow=["Li", "O", "Fe"], deny=["Fe"])
+
+
+def test_volume_factor_range_brackets_random_cells():
+    "Every random cell with angles in the window has V/(abc) inside the computed bounds (independent route: pymatgen volume)."
+    from xtalnb.guidance import volume_factor_range
+    from pymatgen.core import Lattice
+    rng = np.random.default_rng(0)
+    for lo, hi in ((80, 100), (60, 75), (95, 130)):
+        flo, fhi = volume_factor_range(lo, hi)
+        for _ in range(200):
+            al, be, ga = rng.uniform(lo, hi, 3)
+            try: lat = Lattice.from_parameters(3.0, 4.0, 5.0, al, be, ga)
+            except Exception: continue
+            if not np.isfinite(lat.volume) or lat.volume <= 1e-9: continue
+            f = lat.volume / 60.0
+            assert flo - 1e-9 <= f <= fhi + 1e-9, (lo, hi, al, be, ga, f, flo, fhi)
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda: ConstraintSet([LatticeLengths(3.0, 3.5), LatticeAngles(85, 95), VolumePerAtom(min=25)]).check_feasible(num_atoms=2),
+     "LatticeLengths\\+LatticeAngles \\(2 atoms\\)"),
+    (lambda: ConstraintSet([Density(max=1.0), VolumePerAtom(max=10), Elements(allow=["Fe", "Pt"])]), "Density"),
+    (lambda: ConstraintSet([CoordinationNumber("Mg", 4, 2.2, neighbor="O"), PairDistance("Mg", "O", min=2.7)]), "needs neighbours"),
+    (lambda: ConstraintSet([LatticeAngles(130, 170)]), "no cell has all three angles"),
+])
+def test_cross_quantity_contradictions(make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make()
+
+
+def test_feasible_cross_quantity_sets_pass_on_a_real_crystal():
+    "A constraint set that a real crystal satisfies must never be called contradictory."
+    c = rocksalt(5.64)
+    cs = ConstraintSet([LatticeLengths(5.5, 5.8), LatticeAngles(89, 91), VolumePerAtom(22, 23.5), Density(2.0, 2.3),
+                        PairDistance("Na", "Cl", 2.7, 2.9), CoordinationNumber("Na", 6, 3.3, neighbor="Cl"), Elements(allow=["Na", "Cl"])])
+    cs.check_feasible(num_atoms=8)
+    cs.check_feasible(composition=c.atomic_numbers.tolist())
+    assert cs.evaluate([c])["satisfied"].all()
+
+
+def test_constraint_guidance_checks_atom_count_before_guiding(shipped):
+    net, d = shipped
+    cg = ConstraintGuidance([LatticeLengths(3.85, 4.05), LatticeAngles(88, 92), VolumePerAtom(min=20)])
+    with pytest.raises(ValueError, match="5 atoms"):
+        sample(net, d, num_atoms=[5], steps=2, hooks=cg.hooks(), seed=0, progress=False)
+    assert cg.history == []          # refused before any guided update

@@ -18,13 +18,14 @@ from .diffusion import NUM_TYPES
 from .sampling import SamplerHooks, clamp_known, sample
 
 # %% auto 0
-__all__ = ['KNOWN_CONDITIONS', 'SCHEDULES', 'cfg_mix', 'cfg_mix_logits', 'mix_outputs', 'ClassifierFreeGuidance',
+__all__ = ['KNOWN_CONDITIONS', 'SCHEDULES', 'cfg_mix', 'cfg_mix_logits', 'mix_outputs', 'ClassifierFreeGuidance', 'element_z',
            'check_conditions', 'guided_sample', 'eps_score_factor', 'add_score', 'field_scores', 'TimeRegressor',
-           'train_regressor', 'ClassifierGuidance', 'element_z', 'local_index', 'combine_hooks', 'FixSites', 'FixAtoms',
-           'FixLattice', 'ElementMask', 'chemical_system', 'partial_composition', 'atomic_masses',
-           'min_image_distances', 'Constraint', 'LatticeLengths', 'lattice_angles', 'LatticeAngles', 'VolumePerAtom',
-           'Density', 'PairDistance', 'CoordinationNumber', 'Elements', 'ConstraintSet', 'ConstraintGuidance', 'Family',
-           'perovskite_ABX3', 'spinel_AB2O4', 'layered_ABO2']
+           'train_regressor', 'ClassifierGuidance', 'local_index', 'combine_hooks', 'check_hook_compatibility',
+           'FixSites', 'FixAtoms', 'FixLattice', 'ElementMask', 'chemical_system', 'partial_composition',
+           'atomic_masses', 'volume_factor_range', 'min_image_distances', 'Constraint', 'LatticeLengths',
+           'lattice_angles', 'LatticeAngles', 'VolumePerAtom', 'Density', 'PairDistance', 'CoordinationNumber',
+           'Elements', 'ConstraintSet', 'ConstraintGuidance', 'Family', 'perovskite_ABX3', 'spinel_AB2O4',
+           'layered_ABO2']
 
 # %% ../nbs/05_guidance.ipynb 5
 def cfg_mix(cond, uncond, gamma: float):
@@ -76,6 +77,52 @@ KNOWN_CONDITIONS = {
     "dos": "per-atom vector (DOSMatGen), passed as atom_cond",
 }
 
+def element_z(el) -> int:
+    "Atomic number of a symbol ('Fe') or number (26), checked to lie in 1..100."
+    if isinstance(el, (int, np.integer)): z = int(el)
+    else:
+        from pymatgen.core import Element
+        try: z = Element(str(el)).Z
+        except Exception as e: raise ValueError(f"unknown element {el!r}") from e
+    if not 1 <= z <= NUM_TYPES: raise ValueError(f"element {el!r}: atomic number must be in 1..{NUM_TYPES}")
+    return z
+
+def _space_group_label(x) -> int:
+    "International space-group number from a number 1..230 or a Hermann–Mauguin symbol ('Fm-3m', 'P6_3/mmc'); -1 = null."
+    if isinstance(x, str):
+        from pymatgen.symmetry.groups import SpaceGroup
+        try: return int(SpaceGroup(x).int_number)
+        except Exception as e: raise ValueError(f"unknown space-group symbol {x!r} (give e.g. 'Fm-3m', 'P6_3/mmc' or a number 1..230)") from e
+    if isinstance(x, (bool, np.bool_)) or not float(x) == int(x): raise ValueError(f"space group must be an integer 1..230, got {x!r}")
+    z = int(x)
+    if z != -1 and not 1 <= z <= 230: raise ValueError(f"space group must be 1..230 (or -1 = null), got {z}")
+    return z
+
+def _multihot_of(x, K: int) -> np.ndarray:
+    "Multi-hot (K,) from a chemical system 'Li-Fe-O' or a list of element symbols / atomic numbers."
+    els = [e for e in x.replace(",", "-").split("-") if e] if isinstance(x, str) else list(x)
+    if not els: raise ValueError("chemical_system condition: no elements given")
+    v = np.zeros(K, dtype=np.float32)
+    for e in els: v[element_z(e) - 1] = 1.0
+    return v
+
+def _condition_tensor(k: str, s: dict, v):
+    "Parse one requested condition value (or list of per-crystal values) into a tensor, with errors that name the condition."
+    if s["kind"] == "categorical" and k == "space_group":
+        one = np.ndim(v) == 0
+        vals = [v] if one else list(v)
+        out = torch.tensor([_space_group_label(x.item() if torch.is_tensor(x) or isinstance(x, np.ndarray) else x) for x in vals],
+                           dtype=torch.long)
+        return out[0] if one else out
+    if s["kind"] == "multihot" and (isinstance(v, str) or (isinstance(v, (list, tuple)) and v and all(isinstance(e, str) for e in v))):
+        return torch.as_tensor(_multihot_of(v, s["num_classes"]))
+    if isinstance(v, str) or (isinstance(v, (list, tuple)) and any(isinstance(e, str) for e in v)):
+        raise ValueError(f"{s['kind']} condition {k!r} needs numbers, got {v!r}")
+    try: t = torch.as_tensor(np.asarray(v.cpu() if torch.is_tensor(v) else v, dtype=np.float64))
+    except (TypeError, ValueError) as e: raise ValueError(f"condition {k!r}: cannot use {v!r} as a value ({e})") from e
+    if bool(torch.isinf(t).any()): raise ValueError(f"condition {k!r} has an infinite value (NaN = null, i.e. unconditional, is allowed)")
+    return t
+
 def _cond_specs(model=None, card=None) -> list:
     if model is not None and hasattr(model, "config"): return list(model.config.get("cond_specs", []))
     if card is not None: return list(card.get("model_config", {}).get("cond_specs", []))
@@ -97,7 +144,7 @@ def check_conditions(cond: dict, model=None, card: dict | None = None, n: int | 
                                  f"(a condition it never saw would be silently ignored)")
             raise ValueError(f"unknown property {k!r}; known properties: {sorted(set(KNOWN_CONDITIONS) | set(specs))}")
         s = specs[k]
-        v = torch.as_tensor(v)
+        v = _condition_tensor(k, s, v)
         if s["kind"] in ("scalar", "categorical"):
             if v.dim() == 0 and n is not None: v = v.expand(n).clone()
             if v.dim() != 1 or (n is not None and v.shape[0] != n):
@@ -110,7 +157,9 @@ def check_conditions(cond: dict, model=None, card: dict | None = None, n: int | 
                 warnings.warn(f"condition {k!r} asks for values in [{float(vals.min()):.4g}, {float(vals.max()):.4g}] outside the "
                               f"training range [{lo:.4g}, {hi:.4g}]: expect extrapolation, not control")
         elif s["kind"] == "categorical":
-            if v.dtype.is_floating_point: raise ValueError(f"categorical condition {k!r} needs integer class labels")
+            if v.dtype.is_floating_point:
+                if bool((v != torch.round(v)).any()): raise ValueError(f"categorical condition {k!r} needs integer class labels")
+                v = v.long()
             K = s["num_classes"]
             if bool(((v < -1) | (v >= K)).any()): raise ValueError(f"condition {k!r} has labels outside 0..{K - 1} (-1 = null)")
             v = v.long()
@@ -128,7 +177,7 @@ def guided_sample(model, diffusion, num_atoms, cond: dict, gamma: float = 2.0, c
     h = SamplerHooks(ClassifierFreeGuidance(gamma), list(h.modifiers), list(h.project), h.record)
     return sample(model, diffusion, num_atoms=num_atoms, cond=c, hooks=h, **kw)
 
-# %% ../nbs/05_guidance.ipynb 13
+# %% ../nbs/05_guidance.ipynb 14
 def eps_score_factor(proc, t, like, num_atoms=None):
     "c_t = σ(n)·√(1−ᾱ_t) of a `GaussianVP` field: ε̂ = −c_t ŝ, so a score shift δ is ε̂ ← ε̂ − c_t δ. Broadcasts against `like`."
     _, sd = proc.limit_mean_std(num_atoms, like)
@@ -156,7 +205,7 @@ def field_scores(model_out: dict, state: dict, t, ctx) -> dict:
     if not d.discrete_types: out["types"] = d.types.score(state["types"], model_out["types"], t[ctx.batch])
     return out
 
-# %% ../nbs/05_guidance.ipynb 17
+# %% ../nbs/05_guidance.ipynb 18
 class TimeRegressor(nn.Module):
     "f(x_t, t) -> property (B,): a light periodic invariant message-passing regressor for classifier guidance."
     def __init__(self, hidden: int = 64, layers: int = 2, num_freqs: int = 4, time_dim: int = 32, max_atom_types: int = NUM_TYPES,
@@ -237,17 +286,7 @@ class ClassifierGuidance:
         g = self.grad_log_likelihood(state, t, ctx)
         return add_score(model_out, {k: self.scale * v for k, v in g.items()}, state, t, ctx)
 
-# %% ../nbs/05_guidance.ipynb 21
-def element_z(el) -> int:
-    "Atomic number of a symbol ('Fe') or number (26), checked to lie in 1..100."
-    if isinstance(el, (int, np.integer)): z = int(el)
-    else:
-        from pymatgen.core import Element
-        try: z = Element(str(el)).Z
-        except Exception as e: raise ValueError(f"unknown element {el!r}") from e
-    if not 1 <= z <= NUM_TYPES: raise ValueError(f"element {el!r}: atomic number must be in 1..{NUM_TYPES}")
-    return z
-
+# %% ../nbs/05_guidance.ipynb 22
 def local_index(ctx) -> torch.Tensor:
     "Index of each atom inside its own crystal (N,)."
     ptr = torch.cumsum(ctx.num_atoms, 0) - ctx.num_atoms
@@ -259,8 +298,48 @@ def combine_hooks(*hooks) -> SamplerHooks:
     recs = [h.record for h in hooks if h.record is not None]
     if len(preds) > 1: raise ValueError("at most one of the combined hooks may set `predict`")
     if len(recs) > 1: raise ValueError("at most one of the combined hooks may set `record`")
-    return SamplerHooks(preds[0] if preds else None, [m for h in hooks for m in h.modifiers],
-                        [p for h in hooks for p in h.project], recs[0] if recs else None)
+    out = SamplerHooks(preds[0] if preds else None, [m for h in hooks for m in h.modifiers],
+                       [p for h in hooks for p in h.project], recs[0] if recs else None)
+    check_hook_compatibility(out)
+    return out
+
+def _symbols(zs) -> str:
+    from pymatgen.core import Element
+    return "{" + ", ".join(Element.from_Z(int(z)).symbol for z in sorted(zs)) + "}"
+
+def check_hook_compatibility(hooks: SamplerHooks) -> None:
+    """Raise ValueError before sampling when hard constraints contradict each other: the allowed-element sets of
+    `chemical_system` / `ElementMask` / `ConstraintGuidance(Elements)` do not intersect, a site is fixed to two elements, a fixed
+    site's element is not allowed, or `partial_composition` reserves every allowed element for its fixed sites. Hook objects take
+    part through an `element_rules()` method -> {source, allowed (set of Z or None), sites {i: Z}, banned (set of Z)}."""
+    rules, seen = [], set()
+    for f in list(hooks.modifiers) + list(hooks.project):
+        obj = getattr(f, "__self__", f)
+        if id(obj) in seen or not hasattr(obj, "element_rules"): continue
+        seen.add(id(obj)); rules.append(obj.element_rules())
+    allowed, src = set(range(1, NUM_TYPES + 1)), []
+    for r in rules:
+        if r.get("allowed") is None: continue
+        new = allowed & set(r["allowed"])
+        if not new:
+            raise ValueError(f"contradictory constraints: {r['source']} allows {_symbols(r['allowed'])}, but {' and '.join(src)} "
+                             f"allow(s) only {_symbols(allowed)}: no element is allowed by all of them")
+        allowed = new; src.append(r["source"])
+    sites = {}
+    for r in rules:
+        for i, z in r.get("sites", {}).items():
+            if i in sites and sites[i][0] != z:
+                raise ValueError(f"contradictory constraints: site {i} is fixed to {_symbols([z])} by {r['source']} and to "
+                                 f"{_symbols([sites[i][0]])} by {sites[i][1]}")
+            sites.setdefault(i, (z, r["source"]))
+            if z not in allowed:
+                raise ValueError(f"contradictory constraints: {r['source']} puts {_symbols([z])} on site {i}, but {' and '.join(src)} "
+                                 f"allow(s) only {_symbols(allowed)}")
+    banned = set().union(*[set(r.get("banned", ())) for r in rules]) if rules else set()
+    if banned and not allowed - banned:
+        who = " and ".join(r["source"] for r in rules if r.get("banned"))
+        raise ValueError(f"contradictory constraints: {who} keeps {_symbols(banned)} off the free sites and {' and '.join(src)} "
+                         f"allow(s) only {_symbols(allowed)}: the free sites would have no allowed element")
 
 def _types_at(diffusion, z, t_prev, generator):
     "Type field of elements `z` at noise level t_prev (clean at 0; D3PM tokens are always clean: an unmasked token is in-distribution)."
@@ -293,6 +372,8 @@ class FixSites:
         ref = _types_at(ctx.diffusion, z, t_prev, ctx.generator)
         m = mask if ref.dim() == 1 else mask[:, None]
         return {**state, "types": torch.where(m, ref, state["types"])}
+
+    def element_rules(self) -> dict: return {"source": f"FixSites({self.sites})", "sites": dict(self.sites)}
 
     def hooks(self) -> SamplerHooks: return SamplerHooks(project=[self])
 
@@ -335,23 +416,30 @@ class FixLattice:
         return clamp_known(known, lattice_mask=torch.ones(B, dtype=torch.bool, device=L.device))(state, t_prev, ctx)
     def hooks(self) -> SamplerHooks: return SamplerHooks(project=[self])
 
-# %% ../nbs/05_guidance.ipynb 22
+# %% ../nbs/05_guidance.ipynb 23
 class ElementMask:
     "Only allowed elements can be decoded: `allowed` = set of elements for every atom, or a function ctx -> bool (N, 100)."
     NEG = -1e9
 
-    def __init__(self, allowed):
+    def __init__(self, allowed, source: str | None = None, sites: dict | None = None, banned=()):
+        "`source`, `sites`, `banned` describe the rule for `check_hook_compatibility` (set by `partial_composition`)."
+        self.allowed_set, self.rule_sites, self.rule_banned = None, dict(sites or {}), set(banned)
         if callable(allowed): self.allowed_fn = allowed
         else:
             zs = {element_z(e) for e in allowed}
             if not zs: raise ValueError("ElementMask: the allowed set is empty")
+            self.allowed_set = zs
             row = torch.zeros(NUM_TYPES, dtype=torch.bool); row[torch.tensor(sorted(zs)) - 1] = True
             self.allowed_fn = lambda ctx: row.to(ctx.batch.device).expand(ctx.batch.shape[0], -1)
+        self.source = source or (f"ElementMask({_symbols(self.allowed_set)})" if self.allowed_set else "ElementMask(custom)")
+
+    def element_rules(self) -> dict:
+        return {"source": self.source, "allowed": self.allowed_set, "sites": self.rule_sites, "banned": self.rule_banned}
 
     def allowed(self, ctx) -> torch.Tensor:
         a = self.allowed_fn(ctx)
         if a.shape != (ctx.batch.shape[0], NUM_TYPES): raise ValueError(f"allowed mask must be (N, {NUM_TYPES}), got {tuple(a.shape)}")
-        if not bool(a.any(-1).all()): raise ValueError("ElementMask: some atom has no allowed element")
+        if not bool(a.any(-1).all()): raise ValueError(f"{self.source}: some atom has no allowed element")
         return a
 
     def modifier(self, model_out, state, t, ctx):
@@ -385,7 +473,8 @@ class ElementMask:
 def chemical_system(elements) -> SamplerHooks:
     "Hooks that restrict every decoded element to `elements` (e.g. ['Li', 'Fe', 'P', 'O'] or 'Li-Fe-P-O')."
     if isinstance(elements, str): elements = [e for e in elements.replace(",", "-").split("-") if e]
-    return ElementMask(elements).hooks()
+    elements = list(elements)
+    return ElementMask(elements, source=f"chemical_system({'-'.join(map(str, elements))})").hooks()
 
 def partial_composition(fixed: dict, exclusive: bool = True) -> SamplerHooks:
     """Hooks for 'these elements with exactly these counts, the rest generated': fixed = {'O': 3, 'Ti': 1} puts them on the first
@@ -402,10 +491,10 @@ def partial_composition(fixed: dict, exclusive: bool = True) -> SamplerHooks:
         if exclusive: a[:, banned.to(a.device)] = False
         a[mask] = torch.nn.functional.one_hot(z[mask] - 1, NUM_TYPES).bool()
         return a
-    em = ElementMask(allowed)
+    em = ElementMask(allowed, source=f"partial_composition({fixed})", sites=sites, banned=set(sites.values()) if exclusive else ())
     return SamplerHooks(modifiers=[em.modifier], project=[em.project, fix])
 
-# %% ../nbs/05_guidance.ipynb 26
+# %% ../nbs/05_guidance.ipynb 28
 _AMU_G_PER_CM3 = 1.66053906660   # 1 amu / Å³ in g/cm³
 _MASSES = None
 
@@ -428,6 +517,19 @@ def _check_window(lo, hi, what):
     lo = None if lo is None else float(lo); hi = None if hi is None else float(hi)
     if lo is not None and hi is not None and lo > hi: raise ValueError(f"{what}: min {lo} > max {hi} is contradictory")
     return lo, hi
+
+def volume_factor_range(angle_min=None, angle_max=None, n: int = 37) -> tuple:
+    """Bounds (lo, hi) of V/(abc) = √(1 − cos²α − cos²β − cos²γ + 2 cosα cosβ cosγ) over cells whose three angles lie in
+    [angle_min, angle_max] degrees: evaluated on an n³ grid (endpoints included) and widened by 2 % (0 when some angle triple in
+    the window admits no cell, since the factor then reaches 0 inside the window). ValueError if no triple admits a cell."""
+    lo, hi = (0.0 if angle_min is None else float(angle_min)), (180.0 if angle_max is None else float(angle_max))
+    c = np.cos(np.deg2rad(np.linspace(lo, hi, n)))
+    x, y, z = np.meshgrid(c, c, c, indexing="ij")
+    f2 = 1 - x * x - y * y - z * z + 2 * x * y * z
+    ok = f2 > 1e-12
+    if not ok.any(): raise ValueError(f"LatticeAngles({angle_min}, {angle_max}): no cell has all three angles in this window")
+    f = np.sqrt(f2[ok])
+    return (0.0 if not ok.all() else 0.98 * float(f.min())), min(1.0, 1.02 * float(f.max()))
 
 def _per_crystal(values, index, B):
     return torch.zeros(B, dtype=values.dtype, device=values.device).index_add_(0, index, values)
@@ -557,6 +659,8 @@ class Elements(Constraint):
         if allow is None and deny is None: raise ValueError("Elements: give allow= and/or deny=")
         self.allow = None if allow is None else sorted({element_z(e) for e in allow})
         self.deny = sorted({element_z(e) for e in (deny or [])})
+        if both := sorted(set(self.allow or ()) & set(self.deny)):
+            raise ValueError(f"Elements: {_symbols(both)} both allowed and denied (contradictory)")
         self.allowed = sorted((set(self.allow) if self.allow is not None else set(range(1, NUM_TYPES + 1))) - set(self.deny))
         if not self.allowed: raise ValueError(f"Elements: allow {self.allow} minus deny {self.deny} leaves no element (contradictory)")
     def mask(self, device="cpu"):
@@ -566,7 +670,7 @@ class Elements(Constraint):
         bad = (probs * (~self.mask(probs.device)).to(probs.dtype)).sum(-1)
         return _per_crystal(bad, batch, num_atoms.numel())
 
-# %% ../nbs/05_guidance.ipynb 27
+# %% ../nbs/05_guidance.ipynb 29
 class ConstraintSet:
     "A checked list of constraints: contradictions raise ValueError at construction."
     def __init__(self, constraints):
@@ -585,6 +689,7 @@ class ConstraintSet:
             if lo is not None and hi is not None and lo > hi:
                 raise ValueError(f"contradictory constraints on {c.key}: the windows do not intersect ({c!r} and earlier ones)")
             windows[c.key] = (lo, hi)
+        self.windows = windows
         allowed = set(range(1, NUM_TYPES + 1))
         for c in cs:
             if isinstance(c, Elements): allowed &= set(c.allowed)
@@ -594,6 +699,49 @@ class ConstraintSet:
                 raise ValueError(f"{c!r} refers to element(s) {sorted(bad)} that the Elements constraints forbid")
         self.allowed = sorted(allowed)
         self.has_elements = any(isinstance(c, Elements) for c in cs)
+        self.check_feasible()
+
+    def check_feasible(self, num_atoms: int | None = None, composition=None) -> None:
+        """Contradictions between different quantities, as ValueError naming the constraints: the volume-per-atom windows implied
+        by `VolumePerAtom`, by `Density` (with the per-atom mass of `composition`, else of the lightest/heaviest allowed element)
+        and by `LatticeLengths` × `LatticeAngles` (|det L| ≤ abc·f(angles), needs the atom count) must intersect; an element on
+        the sites (`composition`, atomic numbers) cannot have a self-distance minimum above the longest allowed lattice vector
+        (its periodic image is that close); a coordination target > 0 within a cutoff contradicts a `PairDistance` minimum to the
+        same neighbour beyond that cutoff."""
+        W = self.windows
+        comp = None if composition is None else [element_z(z) for z in composition]
+        n = len(comp) if comp is not None else num_atoms
+        if comp is not None and (bad := set(comp) - set(self.allowed)):
+            raise ValueError(f"contradictory constraints: the sites hold {_symbols(bad)}, which the Elements constraints forbid")
+        vpa = {}
+        if "volume_per_atom" in W: vpa["VolumePerAtom"] = W["volume_per_atom"]
+        if "density" in W:
+            m = atomic_masses().numpy()
+            ms = m[np.array(comp if comp is not None else self.allowed) - 1]
+            mlo, mhi = (ms.mean(), ms.mean()) if comp is not None else (ms.min(), ms.max())
+            rlo, rhi = W["density"]
+            vpa["Density"] = (None if rhi is None else _AMU_G_PER_CM3 * mlo / rhi, None if not rlo else _AMU_G_PER_CM3 * mhi / rlo)
+        if "lattice_angles" in W or "lattice_lengths" in W:
+            flo, fhi = volume_factor_range(*W.get("lattice_angles", (None, None)))
+            if n and "lattice_lengths" in W:
+                llo, lhi = W["lattice_lengths"]
+                vpa[f"LatticeLengths+LatticeAngles ({n} atoms)"] = ((llo or 0.0) ** 3 * flo / n, None if lhi is None else lhi ** 3 * fhi / n)
+        los = [lo for lo, _ in vpa.values() if lo is not None]; his = [hi for _, hi in vpa.values() if hi is not None]
+        if los and his and max(los) > min(his) * (1 + 1e-9):
+            detail = "; ".join(f"{k} → [{'0' if lo is None else f'{lo:.3g}'}, {'∞' if hi is None else f'{hi:.3g}'}]"
+                               for k, (lo, hi) in vpa.items())
+            raise ValueError(f"contradictory constraints: no cell meets the implied volume-per-atom windows (Å³/atom): {detail}")
+        lhi = W.get("lattice_lengths", (None, None))[1]
+        for c in self.constraints:
+            if isinstance(c, PairDistance) and c.el_a == c.el_b and c.lo is not None and lhi is not None and comp is not None \
+                    and c.el_a in comp and c.lo > lhi:
+                raise ValueError(f"contradictory constraints: {c!r} asks {_symbols([c.el_a])}–{_symbols([c.el_a])} ≥ {c.lo} Å, but an atom's "
+                                 f"periodic image is only a lattice vector away and LatticeLengths allows at most {lhi} Å")
+            if isinstance(c, CoordinationNumber) and c.neighbor is not None and c.target - c.tol > 0:
+                lo_d = W.get(("pair",) + tuple(sorted((c.el, c.neighbor))), (None, None))[0]
+                if lo_d is not None and lo_d > c.cutoff + 4 * c.width:
+                    raise ValueError(f"contradictory constraints: {c!r} needs neighbours within {c.cutoff} Å, but a PairDistance "
+                                     f"minimum of {lo_d} Å keeps every such pair farther apart")
 
     def penalties(self, lattice, frac, probs, num_atoms, batch) -> dict:
         "{repr(constraint): (B,) penalty}."
@@ -616,7 +764,7 @@ class ConstraintSet:
 
     def __repr__(self): return f"ConstraintSet({self.constraints!r})"
 
-# %% ../nbs/05_guidance.ipynb 31
+# %% ../nbs/05_guidance.ipynb 34
 SCHEDULES = {"linear": lambda u: 1 - u, "cosine": lambda u: torch.cos(0.5 * math.pi * u) ** 2, "constant": lambda u: torch.ones_like(u)}
 
 def _crystal_norm(x, index, B):
@@ -637,6 +785,16 @@ class ConstraintGuidance:
         self.scale, self.schedule, self.do_project = float(scale), schedule, bool(project)
         self.project_steps, self.project_lr, self.tau, self.fields = int(project_steps), float(project_lr), float(type_temperature), tuple(fields)
         self.history = []     # (t, mean penalty of x̂_0) per guided call
+        self._checked = set()  # atom counts already checked by `ConstraintSet.check_feasible`
+
+    def element_rules(self) -> dict:
+        return {"source": f"ConstraintGuidance(Elements → {_symbols(self.cs.allowed)})" if self.cs.has_elements else "ConstraintGuidance",
+                "allowed": set(self.cs.allowed) if self.cs.has_elements else None}
+
+    def check(self, num_atoms) -> None:
+        "`ConstraintSet.check_feasible` for every atom count (done at the first step of each chunk, before any guided update)."
+        for n in sorted({int(k) for k in np.atleast_1d(np.asarray(num_atoms))} - self._checked):
+            self.cs.check_feasible(num_atoms=n); self._checked.add(n)
 
     def x0_estimates(self, model_out, state, t, ctx) -> dict:
         "Current x̂_0 of lattice and coordinates and the type representation the penalties see (no gradient through the network)."
@@ -652,6 +810,7 @@ class ConstraintGuidance:
 
     def __call__(self, model_out, state, t, ctx):
         d, B = ctx.diffusion, ctx.num_atoms.numel()
+        self.check(ctx.num_atoms.tolist())
         x0 = self.x0_estimates(model_out, state, t, ctx)
         with torch.enable_grad():
             leaves = {k: v.clone().requires_grad_(True) for k, v in x0.items()}
@@ -721,13 +880,14 @@ class ConstraintGuidance:
     def hooks(self) -> SamplerHooks:
         return SamplerHooks(modifiers=[self], project=[self.final_projection] if self.do_project else [])
 
-# %% ../nbs/05_guidance.ipynb 35
+# %% ../nbs/05_guidance.ipynb 38
 class Family:
     "A structure family: fixed elements on the first sites plus geometric constraints."
     def __init__(self, name: str, sites: dict, constraints: list):
         self.name, self.sites = name, {int(i): element_z(e) for i, e in sites.items()}
         if sorted(self.sites) != list(range(len(self.sites))): raise ValueError("Family sites must be 0..n-1")
         self.constraints = ConstraintSet(constraints)
+        self.constraints.check_feasible(composition=[self.sites[i] for i in range(len(self.sites))])
     @property
     def num_atoms(self) -> int: return len(self.sites)
     def hooks(self, guided: bool = True, **guidance_kw) -> SamplerHooks:

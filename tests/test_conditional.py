@@ -1,0 +1,87 @@
+"Tests for xtalnb.conditional and the conditional-generation entry points on the shipped adapter checkpoint (bad input, γ endpoints)."
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from xtalnb.sampling import generate
+from xtalnb.train import load_model
+
+ADAPTER = "denovo-mp20-adapter-C"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return load_model(ADAPTER)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_model("denovo-mp20")
+
+
+def test_unknown_property_is_refused_with_the_known_list(adapter):
+    with pytest.raises(ValueError, match=r"unknown property 'compact'.*compactness"):
+        generate(n=1, model=adapter, cond={"compact": 0.5}, steps=2, progress=False)
+
+
+def test_condition_the_model_was_not_trained_on_is_refused(adapter, base):
+    with pytest.raises(ValueError, match=r"not trained on condition 'band_gap'.*\['compactness'\]"):
+        generate(n=1, model=adapter, cond={"band_gap": 2.0}, steps=2, progress=False)
+    with pytest.raises(ValueError, match="its conditions are none"):          # the unconditional model: nothing is silently ignored
+        generate(n=1, model=base, cond={"compactness": 0.5}, steps=2, progress=False)
+    with pytest.raises(ValueError, match="guidance was requested"):
+        generate(n=1, model=base, guidance=2.0, steps=2, progress=False)
+    with pytest.raises(ValueError, match="needs condition values"):
+        generate(n=1, model=adapter, guidance=2.0, steps=2, progress=False)
+
+
+def test_out_of_range_target_warns_with_the_training_range(adapter):
+    lo, hi = adapter[2]["condition_ranges"]["compactness"]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        generate(n=1, model=adapter, cond={"compactness": hi + 0.5}, guidance=2.0, steps=2, progress=False)
+    msgs = [str(x.message) for x in w if "training range" in str(x.message)]
+    assert len(msgs) == 1 and f"[{lo:.4g}, {hi:.4g}]" in msgs[0], msgs
+    with warnings.catch_warnings(record=True) as w:                            # inside the range: no warning
+        warnings.simplefilter("always")
+        generate(n=1, model=adapter, cond={"compactness": 0.6}, guidance=2.0, steps=2, progress=False)
+    assert not [x for x in w if "training range" in str(x.message)]
+
+
+def test_adapter_at_gamma_zero_is_the_base_model(adapter, base):
+    "Frozen base weights + the adapters' null path: γ = 0 generation reproduces the unconditional model (same seed)."
+    a = generate(n=3, model=adapter, cond={"compactness": 0.4}, guidance=0.0, steps=4, seed=7, progress=False, return_crystals=True)
+    b = generate(n=3, model=base, steps=4, seed=7, progress=False, return_crystals=True)
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert x.atomic_numbers.tolist() == y.atomic_numbers.tolist()
+        np.testing.assert_allclose(x.lattice, y.lattice, rtol=1e-3, atol=1e-3)
+    # the base weights inside the adapter checkpoint are the shipped ones
+    sa, sb = adapter[0].state_dict(), base[0].state_dict()
+    for k, v in sb.items():
+        torch.testing.assert_close(sa[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_condition_value_changes_the_network_output(adapter):
+    "The trained adapters are not the identity any more: the conditional output depends on the target value."
+    net, d, _ = adapter
+    g = torch.Generator().manual_seed(0)
+    na = torch.tensor([4, 6])
+    st, bidx = d.prior(na, generator=g)
+    t = d.model_time(torch.tensor([300, 300]))
+    with torch.no_grad():
+        o1 = net(st["types"], st["frac"], st["lattice"], na, bidx, t, cond={"compactness": torch.tensor([0.35, 0.35])})
+        o2 = net(st["types"], st["frac"], st["lattice"], na, bidx, t, cond={"compactness": torch.tensor([0.82, 0.82])})
+        o0 = net(st["types"], st["frac"], st["lattice"], na, bidx, t, cond={"compactness": torch.tensor([float("nan")] * 2)})
+    for k in ("lattice", "frac"):
+        assert (o1[k] - o2[k]).abs().max() > 1e-3 and (o1[k] - o0[k]).abs().max() > 1e-3, k
