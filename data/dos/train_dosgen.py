@@ -1,0 +1,78 @@
+"""Train the DOS surrogate and the DOS-conditioned generator on a frozen snapshot of the labelled store (resumable).
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py surrogate 1800 > data/dos/train_surrogate.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 3000 > data/dos/train_generator.log 2>&1 &
+
+The second argument is the wall-clock budget (s) of the whole run: the step count is fixed once from the measured time of the first
+steps and stored in the run directory, so a restarted call resumes the same schedule. The snapshot (ids of the train / val / test
+structures) is written once to data/dos/dosgen_split.json and reused.
+"""
+import json, sys, time
+from pathlib import Path
+import numpy as np, torch
+from xtalnb.dos import load_dos_store
+from xtalnb.dosgen import DOSSurrogate, dos_mae, export_surrogate, train_dos_conditional, train_dos_surrogate
+from xtalnb.train import atomic_write_text, default_run_dir, load_model
+
+SPLIT = Path("data/dos/dosgen_split.json")
+
+def snapshot():
+    store = load_dos_store("data/dos")
+    by_id = {c.id: c for c in store}
+    if not SPLIT.exists():
+        tr = sorted(c.id for c in store if c.props["split"] == "train")
+        rng = np.random.default_rng(0)
+        val = set(rng.choice(tr, size=max(1, len(tr) // 10), replace=False).tolist())
+        split = {"train": [i for i in tr if i not in val], "val": sorted(val),
+                 "test": sorted(c.id for c in store if c.props["split"] == "test"),
+                 "note": "frozen snapshot of data/dos at the start of training; val = 10% of the labelled train-split ids (seed 0)"}
+        atomic_write_text(json.dumps(split, indent=1), SPLIT)
+    split = json.loads(SPLIT.read_text())
+    return {k: [by_id[i] for i in split[k]] for k in ("train", "val", "test")}
+
+def plan_steps(run_dir, budget_s, step_fn, probe=10):
+    "Fix the number of steps from the measured time per step (stored in run_dir/plan.json)."
+    p = Path(run_dir) / "plan.json"
+    if p.exists(): return json.loads(p.read_text())["steps"]
+    t0 = time.time(); step_fn(probe); per = (time.time() - t0) / probe
+    steps = max(probe + 10, int(budget_s / per))
+    Path(run_dir).mkdir(parents=True, exist_ok=True); atomic_write_text(json.dumps({"steps": steps, "s_per_step_probe": per}), p)
+    print(f"probe: {per:.2f} s/step -> {steps} steps", flush=True)
+    return steps
+
+if __name__ == "__main__":
+    what, budget = sys.argv[1], float(sys.argv[2])
+    data = snapshot()
+    print({k: len(v) for k, v in data.items()}, flush=True)
+    if what == "surrogate":
+        run = default_run_dir("dos-surrogate")
+        ys = np.concatenate([c.atom_props["dos"].ravel() for c in data["train"]])
+        def make():
+            torch.manual_seed(0)
+            return DOSSurrogate(y_scale=float(ys.std())).init_from_denoiser(load_model("denovo-mp20")[0])
+        probe_dir = run.parent / "dos-surrogate-probe"
+        steps = plan_steps(run, budget, lambda n: train_dos_surrogate(make(), data["train"], probe_dir, steps=n, progress=False))
+        model = make()
+        res = train_dos_surrogate(model, data["train"], run, val_set=data["val"], steps=steps, batch_size=32, lr=5e-4, ckpt_every=50,
+                                  progress=False)
+        ema_model = DOSSurrogate.from_config(model.config); ema_model.load_state_dict(res["ema"].shadow)
+        val, test = dos_mae(ema_model, data["val"]), dos_mae(ema_model, data["test"])
+        mean_pred = np.concatenate([c.atom_props["dos"] for c in data["train"]]).mean(0)       # baseline: one mean DOS for every atom
+        base = float(np.concatenate([np.abs(c.atom_props["dos"] - mean_pred).mean(1) for c in data["test"]]).mean())
+        card = {"data": f"GFN1-xTB per-atom DOS (data/dos, 7 Å Γ supercells): {len(data['train'])} train / {len(data['val'])} val "
+                        f"structures of the MP-20 train split, test = {len(data['test'])} labelled MP-20 test-split structures "
+                        "(data/dos/dosgen_split.json)",
+                "init": "trunk of denovo-mp20 (type/time embeddings, 4 message-passing layers, final LayerNorm); new 400-output head",
+                "val_mae": val["mae"], "test_mae": test["mae"], "test_atoms": test["n_atoms"], "test_mean_abs_dos": test["mean_abs_dos"],
+                "test_mae_mean_dos_baseline": base, "mae_units": "states/eV/atom, mean over 400 grid points and atoms",
+                "hardware": "CPU (2 cores shared by several jobs, nice 19)", "seed": 0}
+        card = export_surrogate("data/checkpoints/dos-surrogate", run, card)
+        print(json.dumps({k: card[k] for k in ("steps", "wall_hours", "val_mae", "test_mae", "test_mae_mean_dos_baseline")}), flush=True)
+    elif what == "generator":
+        name, run = "dos-denovo-mp20", default_run_dir("dos-denovo-mp20")
+        probe = run.parent / "dos-denovo-mp20-probe"
+        steps = plan_steps(run, budget, lambda n: train_dos_conditional(name, data["train"], steps=n, run_dir=probe, export=False,
+                                                                       progress=False))
+        res = train_dos_conditional(name, data["train"], mode="full", steps=steps, batch_size=32, lr=2e-4, p_uncond=0.2,
+                                    p_atom_uncond=0.2, run_dir=run, ckpt_every=50, progress=False)
+        print(json.dumps({k: res[k] for k in ("step", "done", "elapsed_s", "trainable_parameters", "scale")}), flush=True)
