@@ -1,13 +1,13 @@
 """Train the DOS surrogate and the DOS-conditioned generator on a frozen snapshot of the labelled store (resumable).
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py surrogate 1800 > data/dos/train_surrogate.log 2>&1 &
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 3000 > data/dos/train_generator.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py surrogate 800 > data/dos/train_surrogate.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 1500 > data/dos/train_generator.log 2>&1 &
 
-The second argument is the wall-clock budget (s) of the whole run: the step count is fixed once from the measured time of the first
-steps and stored in the run directory, so a restarted call resumes the same schedule. The snapshot (ids of the train / val / test
+The second argument is the number of optimisation steps (batch 32); rerunning the same command resumes from the run directory
+(~/.cache/xtalnb/runs/<name>, or $XTALNB_RUNS/<name>). The snapshot (ids of the train / val / test
 structures) is written once to data/dos/dosgen_split.json and reused.
 """
-import json, sys, time
+import json, sys
 from pathlib import Path
 import numpy as np, torch
 from xtalnb.dos import load_dos_store
@@ -30,18 +30,8 @@ def snapshot():
     split = json.loads(SPLIT.read_text())
     return {k: [by_id[i] for i in split[k]] for k in ("train", "val", "test")}
 
-def plan_steps(run_dir, budget_s, step_fn, probe=10):
-    "Fix the number of steps from the measured time per step (stored in run_dir/plan.json)."
-    p = Path(run_dir) / "plan.json"
-    if p.exists(): return json.loads(p.read_text())["steps"]
-    t0 = time.time(); step_fn(probe); per = (time.time() - t0) / probe
-    steps = max(probe + 10, int(budget_s / per))
-    Path(run_dir).mkdir(parents=True, exist_ok=True); atomic_write_text(json.dumps({"steps": steps, "s_per_step_probe": per}), p)
-    print(f"probe: {per:.2f} s/step -> {steps} steps", flush=True)
-    return steps
-
 if __name__ == "__main__":
-    what, budget = sys.argv[1], float(sys.argv[2])
+    what, steps = sys.argv[1], int(sys.argv[2])
     data = snapshot()
     print({k: len(v) for k, v in data.items()}, flush=True)
     if what == "surrogate":
@@ -50,8 +40,6 @@ if __name__ == "__main__":
         def make():
             torch.manual_seed(0)
             return DOSSurrogate(y_scale=float(ys.std())).init_from_denoiser(load_model("denovo-mp20")[0])
-        probe_dir = run.parent / "dos-surrogate-probe"
-        steps = plan_steps(run, budget, lambda n: train_dos_surrogate(make(), data["train"], probe_dir, steps=n, progress=False))
         model = make()
         res = train_dos_surrogate(model, data["train"], run, val_set=data["val"], steps=steps, batch_size=32, lr=5e-4, ckpt_every=50,
                                   progress=False)
@@ -70,9 +58,6 @@ if __name__ == "__main__":
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours", "val_mae", "test_mae", "test_mae_mean_dos_baseline")}), flush=True)
     elif what == "generator":
         name, run = "dos-denovo-mp20", default_run_dir("dos-denovo-mp20")
-        probe = run.parent / "dos-denovo-mp20-probe"
-        steps = plan_steps(run, budget, lambda n: train_dos_conditional(name, data["train"], steps=n, run_dir=probe, export=False,
-                                                                       progress=False))
         res = train_dos_conditional(name, data["train"], mode="full", steps=steps, batch_size=32, lr=2e-4, p_uncond=0.2,
                                     p_atom_uncond=0.2, run_dir=run, ckpt_every=50, progress=False)
         print(json.dumps({k: res[k] for k in ("step", "done", "elapsed_s", "trainable_parameters", "scale")}), flush=True)
