@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from .crystal import Crystal
 from .diffusion import NUM_TYPES
 
 
 # %% auto 0
-__all__ = ['CSV_PROPS', 'COMPUTED_PROPS', 'FINETUNE_MODES', 'condition_kind', 'chemical_system_vector', 'space_group_number',
-           'default_m_led_cache', 'attach_conditions', 'condition_specs', 'conditional_model', 'finetune_conditional',
-           'guidance_shift']
+__all__ = ['CSV_PROPS', 'COMPUTED_PROPS', 'FINETUNE_MODES', 'ELEMENT_PROPS', 'condition_kind', 'chemical_system_vector',
+           'space_group_number', 'default_m_led_cache', 'attach_conditions', 'condition_specs', 'conditional_model',
+           'finetune_conditional', 'guidance_shift', 'element_table', 'structure_features', 'PropertyRegressor',
+           'fit_property_regressor', 'save_regressor', 'load_regressor']
 
 # %% ../nbs/11_conditional.ipynb 5
 CSV_PROPS = ("formation_energy_per_atom", "band_gap", "e_above_hull")   # columns of the MP-20 CSV, read by xtalnb.data
@@ -196,4 +198,138 @@ def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 3
                 except Exception: v = float("nan")
                 rows.append({"target": float("nan") if g == 0 else float(tg), "gamma": float(g), "value": v})
     return pd.DataFrame(rows)
+
+
+# %% ../nbs/11_conditional.ipynb 16
+ELEMENT_PROPS = ("Z", "X", "row", "group", "atomic_radius", "mendeleev_no", "atomic_mass", "ionization", "electron_affinity",
+                 "block_s", "block_p", "block_d", "block_f", "valence")
+_ELEM_TABLE = None
+
+def element_table() -> np.ndarray:
+    "(100, len(ELEMENT_PROPS)) elemental descriptors from pymatgen (missing values filled with the column mean)."
+    global _ELEM_TABLE
+    if _ELEM_TABLE is None:
+        from pymatgen.core import Element
+        rows = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for z in range(1, NUM_TYPES + 1):
+                e = Element.from_Z(z)
+                def num(f):
+                    try:
+                        v = f()
+                        return float(v) if v is not None else np.nan
+                    except Exception: return np.nan
+                blk = e.block
+                try: val = float(sum(n for (_, l, n) in e.full_electronic_structure[-3:]))   # electrons of the outer subshells
+                except Exception: val = np.nan
+                rows.append([z, num(lambda: e.X), e.row, e.group, num(lambda: e.atomic_radius), num(lambda: e.mendeleev_no),
+                             float(e.atomic_mass), num(lambda: e.ionization_energies[0]), num(lambda: e.electron_affinity),
+                             blk == "s", blk == "p", blk == "d", blk == "f", val])
+        t = np.array(rows, dtype=float)
+        t = np.where(np.isnan(t), np.nanmean(t, 0, keepdims=True), t)
+        _ELEM_TABLE = t
+    return _ELEM_TABLE
+
+def structure_features(crystals) -> np.ndarray:
+    """Descriptors of whole structures, (B, F): element fractions (100), fraction-weighted mean / min / max / std of the elemental
+    table, and structure: volume and mass per atom, density, atom and element counts, nearest-neighbour distance min / mean and
+    both divided by the mean atomic radius (minimum image, `xtalnb.guidance.min_image_distances`)."""
+    from xtalnb.crystal import CrystalBatch
+    from xtalnb.guidance import min_image_distances
+    crystals = [c if isinstance(c, Crystal) else Crystal.from_structure(c) for c in crystals]
+    if not crystals: raise ValueError("structure_features needs at least one structure")
+    T = element_table()
+    out = []
+    for k in range(0, len(crystals), 256):
+        chunk = crystals[k:k + 256]
+        b = CrystalBatch.from_crystals(chunk, dtype=torch.float64)
+        with torch.no_grad():
+            src, dst, eb, d = min_image_distances(b.lattice, b.frac_coords, b.num_atoms)
+        nn_ = torch.full((b.frac_coords.shape[0],), float("inf"), dtype=d.dtype).scatter_reduce(0, src, d, "amin").numpy()
+        ptr = np.cumsum([0] + [c.num_atoms for c in chunk])
+        for i, c in enumerate(chunk):
+            z = c.atomic_numbers
+            frac = np.bincount(z - 1, minlength=NUM_TYPES) / len(z)
+            P = T[z - 1]
+            mean = P.mean(0)
+            r = float(T[z - 1, ELEMENT_PROPS.index("atomic_radius")].mean())
+            nn_i = nn_[ptr[i]:ptr[i + 1]]
+            vol = abs(float(np.linalg.det(c.lattice)))
+            mass = float(T[z - 1, ELEMENT_PROPS.index("atomic_mass")].sum())
+            struct = [vol / len(z), mass / len(z), 1.66053906660 * mass / vol, len(z), len(set(z.tolist())),
+                      nn_i.min(), nn_i.mean(), nn_i.min() / r, nn_i.mean() / r]
+            out.append(np.concatenate([frac, mean, P.min(0), P.max(0), P.std(0), struct]))
+    return np.asarray(out, dtype=np.float32)
+
+class PropertyRegressor(nn.Module):
+    """Structure → scalar property: an MLP on `structure_features` (standardised), an ensemble of `n_models` members whose mean is
+    the prediction. Independent of the diffusion model (different inputs, architecture and training), so it can judge samples."""
+    def __init__(self, n_features: int, prop: str, hidden: int = 256, n_models: int = 3, nonneg: bool = True):
+        super().__init__()
+        self.config = dict(n_features=int(n_features), prop=prop, hidden=int(hidden), n_models=int(n_models), nonneg=bool(nonneg))
+        self.members = nn.ModuleList([nn.Sequential(nn.Linear(n_features, hidden), nn.SiLU(), nn.Dropout(0.1), nn.Linear(hidden, hidden),
+                                                    nn.SiLU(), nn.Dropout(0.1), nn.Linear(hidden, 1)) for _ in range(n_models)])
+        self.register_buffer("x_mean", torch.zeros(n_features)); self.register_buffer("x_std", torch.ones(n_features))
+        self.register_buffer("y_mean", torch.tensor(0.0)); self.register_buffer("y_std", torch.tensor(1.0))
+
+    def forward(self, x):
+        h = (x - self.x_mean) / self.x_std
+        y = torch.stack([m(h)[:, 0] for m in self.members]).mean(0) * self.y_std + self.y_mean
+        return torch.relu(y) if self.config["nonneg"] else y
+
+    def predict(self, structures) -> np.ndarray:
+        "Predicted property of `Crystal`s or pymatgen Structures."
+        self.eval()
+        with torch.no_grad(): return self(torch.as_tensor(structure_features(structures))).numpy().astype(float)
+
+def fit_property_regressor(crystals, prop: str, epochs: int = 60, batch_size: int = 128, lr: float = 2e-3, n_models: int = 3,
+                           hidden: int = 256, seed: int = 0, features=None, nonneg: bool = True) -> PropertyRegressor:
+    "Train a `PropertyRegressor` on crystals carrying `prop` in their props (L1 loss, AdamW, cosine decay); `features` may be precomputed."
+    crystals = list(crystals)
+    y = np.array([float(c.props.get(prop, np.nan)) if c.props.get(prop) is not None else np.nan for c in crystals])
+    if not len(y) or np.isnan(y).any(): raise ValueError(f"every training crystal needs a finite {prop!r} ({int(np.isnan(y).sum())} missing)")
+    X = torch.as_tensor(structure_features(crystals) if features is None else np.asarray(features, dtype=np.float32))
+    Y = torch.as_tensor(y, dtype=torch.float32)
+    torch.manual_seed(seed)
+    reg = PropertyRegressor(X.shape[1], prop, hidden, n_models, nonneg)
+    sd = X.std(0)
+    reg.x_mean.copy_(X.mean(0)); reg.x_std.copy_(torch.where(sd > 1e-6, sd, torch.ones_like(sd)))
+    reg.y_mean.fill_(float(Y.mean())); reg.y_std.fill_(float(Y.std()) if float(Y.std()) > 0 else 1.0)
+    g = torch.Generator().manual_seed(seed)
+    for m in reg.members:
+        opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=1e-4)
+        steps = epochs * ((len(Y) + batch_size - 1) // batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        m.train()
+        for _ in range(epochs):
+            perm = torch.randperm(len(Y), generator=g)
+            for k in range(0, len(Y), batch_size):
+                i = perm[k:k + batch_size]
+                pred = m((X[i] - reg.x_mean) / reg.x_std)[:, 0] * reg.y_std + reg.y_mean
+                loss = (pred - Y[i]).abs().mean()
+                opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    return reg.eval()
+
+def save_regressor(reg: PropertyRegressor, path, card: dict | None = None) -> dict:
+    "Write `<path>.pt` (config + weights) and `<path>.json` (card) atomically."
+    from xtalnb.train import atomic_torch_save, atomic_write_text
+    import json
+    path = Path(path)
+    atomic_torch_save({"config": reg.config, "state_dict": reg.state_dict()}, path.with_suffix(".pt"))
+    card = {"kind": "PropertyRegressor", **reg.config, **(card or {})}
+    atomic_write_text(json.dumps(card, indent=2), path.with_suffix(".json"))
+    return card
+
+def load_regressor(name_or_path) -> tuple:
+    "(PropertyRegressor, card) from data/checkpoints/<name>.pt or a path."
+    import json
+    from xtalnb.train import checkpoint_dir
+    p = Path(name_or_path)
+    if not p.suffix: p = (p if p.parent != Path(".") else checkpoint_dir() / p.name).with_suffix(".pt")
+    if not p.exists(): raise FileNotFoundError(f"no regressor checkpoint {p}")
+    st = torch.load(p, map_location="cpu", weights_only=False)
+    reg = PropertyRegressor(**st["config"]); reg.load_state_dict(st["state_dict"])
+    card = json.loads(p.with_suffix(".json").read_text()) if p.with_suffix(".json").exists() else {}
+    return reg.eval(), card
 
