@@ -6,7 +6,8 @@ Same Denoiser size (hidden 256, 4 layers), same data (mp20_subset train), batch 
 logit output, λ_CE = 0.01, loss weight 1.0 as in MatterGen), symmetric lattice VP with the MatterGen limit, σ_T = 5
 coordinates. Resumable: rerun the same command; state lives in $XTALNB_RUNS/denovo-mp20-mattergen (default ~/.cache/xtalnb/runs).
 The target was first the shipped denovo-mp20's 5,961 steps; on the shared machine of session 4 that did not fit, so it was
-lowered to 2,843 steps, the committed intermediate denovo-mp20 (git 3854612) it is compared with at equal steps.
+lowered to 2,843 steps, the committed intermediate denovo-mp20 (git 3854612), and the run was finally stopped at
+1,412 steps (the export of 09:20 UTC) to leave time for its evaluation; rerunning this script resumes it.
 Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/repro/mattergen_sun/train_mattergen.py [deadline_unix_s]
 """
 import sys, time
