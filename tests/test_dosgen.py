@@ -17,7 +17,7 @@ from xtalnb.dosgen import (AU3NI_L12_A, IRO2_RUTILE, DOSMatch, DOSSurrogate, _on
                            export_surrogate)
 from xtalnb.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from xtalnb.sampling import SampleContext
-from xtalnb.train import load_model, checkpoint_dir
+from xtalnb.train import load_model
 
 TINY = dict(hidden=16, layers=2, num_freqs=2, time_dim=8)
 AU, IR = l12_crystal(), rutile_crystal()
@@ -176,7 +176,6 @@ def test_constrained_generation_tasks(cond_model):
         atom_condition(y, [4, 2], (3,))
 
 
-@pytest.mark.skipif(not (checkpoint_dir() / "dos-surrogate.pt").exists(), reason="dos-surrogate not trained in this checkout")
 def test_shipped_surrogate_loads():
     m, _, card = load_model("dos-surrogate")
     y = m.predict([AU, IR])
