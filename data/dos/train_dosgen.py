@@ -2,9 +2,11 @@
 
     OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py surrogate 800 > data/dos/train_surrogate.log 2>&1 &
     OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 1500 > data/dos/train_generator.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py classifier 800 > data/dos/train_classifier.log 2>&1 &
 
 The second argument is the number of optimisation steps (batch 32); rerunning the same command resumes from the run directory
-(~/.cache/xtalnb/runs/<name>, or $XTALNB_RUNS/<name>). The snapshot (ids of the train / val / test
+(~/.cache/xtalnb/runs/<name>, or $XTALNB_RUNS/<name>); `generator N stop` exports the generator's last checkpoint without
+training further. The snapshot (ids of the train / val / test
 structures) is written once to data/dos/dosgen_split.json and reused.
 """
 import json, sys
@@ -56,8 +58,22 @@ if __name__ == "__main__":
                 "hardware": "CPU (2 cores shared by several jobs, nice 19)", "seed": 0}
         card = export_surrogate("data/checkpoints/dos-surrogate", run, card)
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours", "val_mae", "test_mae", "test_mae_mean_dos_baseline")}), flush=True)
+    elif what == "classifier":      # time-dependent surrogate g(y | S_t, t) for classifier-based guidance (dosmatgen 2.3)
+        run = default_run_dir("dos-classifier")
+        base_net, diffusion, _ = load_model("denovo-mp20")
+        ys = np.concatenate([c.atom_props["dos"].ravel() for c in data["train"]])
+        torch.manual_seed(0)
+        model = DOSSurrogate(y_scale=float(ys.std())).init_from_denoiser(base_net)
+        train_dos_surrogate(model, data["train"], run, steps=steps, batch_size=32, lr=5e-4, diffusion=diffusion, ckpt_every=50,
+                            progress=False)
+        card = export_surrogate("data/checkpoints/dos-classifier", run, {
+            "data": f"same snapshot as dos-surrogate: {len(data['train'])} train structures (data/dos/dosgen_split.json)",
+            "init": "trunk of denovo-mp20; trained on structures noised by denovo-mp20's diffusion, t ~ U{1..T}",
+            "use": "xtalnb.guidance.ClassifierGuidance(xtalnb.dosgen.DOSMatch(model, atom_target), target=0, sigma_y=...)"})
+        print(json.dumps({k: card[k] for k in ("steps", "wall_hours")}), flush=True)
     elif what == "generator":
         name, run = "dos-denovo-mp20", default_run_dir("dos-denovo-mp20")
         res = train_dos_conditional(name, data["train"], mode="full", steps=steps, batch_size=32, lr=2e-4, p_uncond=0.2,
-                                    p_atom_uncond=0.2, run_dir=run, ckpt_every=50, progress=False)
+                                    p_atom_uncond=0.2, run_dir=run, ckpt_every=50, progress=False,
+                                    time_budget_s=0.0 if "stop" in sys.argv[3:] else None)   # `stop`: export the last checkpoint now
         print(json.dumps({k: res[k] for k in ("step", "done", "elapsed_s", "trainable_parameters", "scale")}), flush=True)
