@@ -41,10 +41,10 @@ def chemical_system_vector(c: Crystal) -> np.ndarray:
     v = np.zeros(NUM_TYPES, dtype=np.float32); v[np.unique(c.atomic_numbers) - 1] = 1.0
     return v
 
-def space_group_number(c: Crystal, symprec: float = 0.1) -> int:
-    "International space-group number (spglib via pymatgen, symprec 0.1 Å as in DiffCSP/MatterGen evaluations)."
+def space_group_number(c, symprec: float = 0.1) -> int:
+    "International space-group number of a `Crystal` or pymatgen Structure (spglib via pymatgen, symprec 0.1 Å as in DiffCSP/MatterGen evaluations)."
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-    return int(SpacegroupAnalyzer(c.to_structure(), symprec=symprec).get_space_group_number())
+    return int(SpacegroupAnalyzer(c.to_structure() if isinstance(c, Crystal) else c, symprec=symprec).get_space_group_number())
 
 def default_m_led_cache() -> Path:
     from xtalnb.data import project_root
@@ -193,10 +193,14 @@ def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 3
                 warnings.simplefilter("ignore")
                 ss = generate(n=n, model=loaded, cond={cond_name: float(tg)}, guidance=float(g), steps=steps, seed=seed, device=device,
                               progress=progress)
+            errors = []
             for s in ss:
                 try: v = float(measure(s))
-                except Exception: v = float("nan")
+                except Exception as e: v = float("nan"); errors.append(repr(e))
                 rows.append({"target": float("nan") if g == 0 else float(tg), "gamma": float(g), "value": v})
+            if errors:        # a failing measure must not pass silently as missing values
+                warnings.warn(f"measure failed on {len(errors)} of {len(ss)} structures (γ={g}, target={tg}); first error: {errors[0]}")
+            if len(errors) == len(ss): raise ValueError(f"measure failed on every structure; first error: {errors[0]}")
     return pd.DataFrame(rows)
 
 
