@@ -202,7 +202,7 @@ def train_dos_surrogate(model: DOSSurrogate, train_set, run_dir, val_set=None, s
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); ema.update(model)
         step += 1; elapsed += time.time() - t0; bar.update(1)
         if step % 10 == 0 or step == steps:
-            row = {"step": step, "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg), "loss_mae": float(loss), "val_mae": float("nan")}
+            row = {"step": step, "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg), "loss_mae": float(loss.detach()), "val_mae": float("nan")}
             if val_set is not None and (step % ckpt_every == 0 or step == steps) and diffusion is None:
                 with ema.average_parameters(model):
                     row["val_mae"] = dos_mae(model, val_set, device=device)["mae"]
@@ -323,8 +323,8 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "
         torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); ema.update(model)
         step += 1; elapsed += time.time() - t0; bar.update(1)
         if step % 10 == 0 or step == steps:
-            log.log({"step": step, "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg), "loss": float(loss),
-                     **{f"loss_{k}": float(v) for k, v in means.items()}})
+            log.log({"step": step, "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg), "loss": float(loss.detach()),
+                     **{f"loss_{k}": float(v.detach()) for k, v in means.items()}})
         if step % ckpt_every == 0: save()
     bar.close(); save(); model.eval()
     out = {"step": step, "done": step >= steps, "elapsed_s": elapsed, "this_call_s": time.time() - t_start, "run_dir": str(run_dir),
