@@ -36,7 +36,7 @@ test: setup
 	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- xtalnb)" ]; then \
 	  echo "xtalnb/ differs from what nbs/ exports:"; git status --porcelain -- xtalnb; exit 1; fi
 	$(BIN)/ruff check --select F821,F811,F401 xtalnb
-	$(BIN)/nbdev_test --path nbs --n_workers 2 --timing
+	$(BIN)/nbdev_test --path nbs --n_workers 2 --timing --skip_folder_re '^([_.]|repro$$)'   # nbs/repro/: tests/test_repro.py runs them through the runner
 	$(BIN)/pytest -q tests
 
 docs: setup
