@@ -11,13 +11,7 @@ from xtalnb.denoiser import (MASK_TOKEN, NUM_TYPES, Denoiser, all_pairs_edges, c
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny models: one thread is as fast and avoids oversubscription (10x slowdowns) when other jobs share the cores."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one thread avoids oversubscription
 
 
 def rand_batch(ns, seed=0, dtype=F64, tokens=False):

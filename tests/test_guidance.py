@@ -19,12 +19,7 @@ SPECS = [{"name": "band_gap", "kind": "scalar", "range": [0.0, 6.0]}]
 FAMILIES = {"diffcsp": {}, "mattergen": dict(type_input="tokens", type_output="logits", lattice_output="symmetric")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
