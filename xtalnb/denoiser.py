@@ -17,7 +17,8 @@ MASK_TOKEN = 100  # D3PM absorbing [MASK] token
 
 # %% auto 0
 __all__ = ['NUM_TYPES', 'MASK_TOKEN', 'COND_KINDS', 'check_batch', 'all_pairs_edges', 'fourier_features', 'lattice_features',
-           'sinusoidal_embedding', 'normalize_cond_specs', 'ConditionEmbedding', 'MessagePassingLayer', 'Denoiser']
+           'sinusoidal_embedding', 'normalize_cond_specs', 'ConditionEmbedding', 'MessagePassingLayer', 'plain_trunk',
+           'Denoiser']
 
 # %% ../nbs/03_denoiser.ipynb 5
 def check_batch(num_atoms, batch):
@@ -193,6 +194,19 @@ class MessagePassingLayer(nn.Module):
         return h + self.out_lin(F.silu(u + self.agg_lin(agg)))
 
 # %% ../nbs/03_denoiser.ipynb 17
+def plain_trunk(m, types, frac_coords, lattice, num_atoms, batch, t):
+    "Node features (N, 1, H) after `m.layers` for unconditioned input; `t` = step / T per crystal (B,)."
+    h = (m.type_emb(types) + m.time_mlp(sinusoidal_embedding(t, m.config["time_dim"]))[batch])[:, None]
+    src, dst, eb = all_pairs_edges(num_atoms)
+    d = frac_coords.index_select(0, dst) - frac_coords.index_select(0, src)
+    feats = torch.cat([fourier_features(d - torch.round(d).detach(), m.config["num_freqs"]),
+                       lattice_features(lattice).index_select(0, eb)], -1)
+    inv_deg = (1.0 / num_atoms.to(h.dtype))[batch][:, None, None]
+    for layer in m.layers:
+        h = layer(h, src, dst, feats, inv_deg)
+    return h
+
+# %% ../nbs/03_denoiser.ipynb 19
 class Denoiser(nn.Module):
     "Periodic E(3)-invariant message-passing denoiser (CSPNet-style) with condition embeddings and adapters."
     def __init__(self,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .crystal import Crystal, CrystalBatch
-from .denoiser import Denoiser, MessagePassingLayer, all_pairs_edges, fourier_features, lattice_features, sinusoidal_embedding
+from .denoiser import Denoiser, MessagePassingLayer, plain_trunk
 from .diffusion import NUM_TYPES
 from .dos import DOS_POINTS, dos_grid, per_atom_dos
 
@@ -118,13 +118,7 @@ class DOSSurrogate(nn.Module):
         if frac_coords.shape != (N, 3) or lattice.shape != (B, 3, 3):
             raise ValueError(f"frac_coords must be ({N}, 3) and lattice ({B}, 3, 3), got {tuple(frac_coords.shape)}, {tuple(lattice.shape)}")
         t = torch.zeros(B, dtype=frac_coords.dtype, device=frac_coords.device) if t is None else torch.as_tensor(t, dtype=frac_coords.dtype, device=frac_coords.device).expand(B)
-        h = (self.type_emb(types) + self.time_mlp(sinusoidal_embedding(t, self.config["time_dim"]))[batch])[:, None]   # (N, 1, H)
-        src, dst, eb = all_pairs_edges(num_atoms)
-        d = frac_coords.index_select(0, dst) - frac_coords.index_select(0, src)
-        feats = torch.cat([fourier_features(d - torch.round(d).detach(), self.config["num_freqs"]),
-                           lattice_features(lattice).index_select(0, eb)], -1)
-        inv_deg = (1.0 / num_atoms.to(h.dtype))[batch][:, None, None]
-        for layer in self.layers: h = layer(h, src, dst, feats, inv_deg)
+        h = plain_trunk(self, types, frac_coords, lattice, num_atoms, batch, t)                          # (N, 1, H)
         return self.head(self.final_ln(h[:, 0])) * self.config["y_scale"]
 
     @torch.no_grad()

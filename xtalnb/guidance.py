@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .crystal import Crystal, CrystalBatch
-from .denoiser import MessagePassingLayer, all_pairs_edges, fourier_features, lattice_features, sinusoidal_embedding
+from .denoiser import MessagePassingLayer, plain_trunk, all_pairs_edges
 from .diffusion import NUM_TYPES
 from .sampling import SamplerHooks, clamp_known, sample
 
@@ -227,13 +227,7 @@ class TimeRegressor(nn.Module):
     def forward(self, types, frac_coords, lattice, num_atoms, batch, t):
         "t = step / T in [0, 1], shape (B,)."
         B = num_atoms.shape[0]
-        h = (self.type_emb(types) + self.time_mlp(sinusoidal_embedding(t, self.config["time_dim"]))[batch])[:, None]
-        src, dst, eb = all_pairs_edges(num_atoms)
-        dx = frac_coords.index_select(0, dst) - frac_coords.index_select(0, src)
-        feats = torch.cat([fourier_features(dx - torch.round(dx).detach(), self.config["num_freqs"]),
-                           lattice_features(lattice).index_select(0, eb)], -1)
-        inv_deg = (1.0 / num_atoms.to(h.dtype))[batch][:, None, None]
-        for layer in self.layers: h = layer(h, src, dst, feats, inv_deg)
+        h = plain_trunk(self, types, frac_coords, lattice, num_atoms, batch, t)
         pooled = torch.zeros(B, h.shape[-1], dtype=h.dtype, device=h.device).index_add_(0, batch, h[:, 0]) / num_atoms[:, None]
         return self.head(pooled)[:, 0] * self.y_std + self.y_mean
 
