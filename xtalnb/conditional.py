@@ -20,21 +20,24 @@ from .diffusion import NUM_TYPES
 
 
 # %% auto 0
-__all__ = ['CSV_PROPS', 'COMPUTED_PROPS', 'FINETUNE_MODES', 'ELEMENT_PROPS', 'condition_kind', 'chemical_system_vector',
-           'space_group_number', 'default_m_led_cache', 'attach_conditions', 'condition_specs', 'conditional_model',
-           'finetune_conditional', 'guidance_shift', 'element_table', 'structure_features', 'PropertyRegressor',
+__all__ = ['CSV_PROPS', 'DATASET_PROPS', 'COMPUTED_PROPS', 'CACHED_PROPS', 'FINETUNE_MODES', 'ELEMENT_PROPS', 'condition_kind',
+           'chemical_system_vector', 'space_group_number', 'default_m_led_cache', 'default_label_cache',
+           'attach_conditions', 'condition_specs', 'conditional_model', 'finetune_conditional', 'sample_shift',
+           'measure_shift', 'guidance_shift', 'element_table', 'structure_features', 'PropertyRegressor',
            'fit_property_regressor', 'save_regressor', 'load_regressor']
 
 # %% ../nbs/11_conditional.ipynb 5
 CSV_PROPS = ("formation_energy_per_atom", "band_gap", "e_above_hull")   # columns of the MP-20 CSV, read by xtalnb.data
-COMPUTED_PROPS = ("compactness", "m_led", "space_group", "chemical_system")
+DATASET_PROPS = CSV_PROPS + ("bulk_modulus",)                            # labels carried by the loaded crystals (AFLOW: bulk_modulus)
+COMPUTED_PROPS = ("compactness", "m_led", "hhi", "magnetic_density", "space_group", "chemical_system")
+CACHED_PROPS = ("m_led", "magnetic_density")                             # slow labels, cached by crystal id
 
 def condition_kind(name: str) -> dict:
     "The denoiser condition spec (without range) of a condition source."
-    if name in CSV_PROPS or name in ("compactness", "m_led"): return {"name": name, "kind": "scalar"}
+    if name in DATASET_PROPS or name in ("compactness", "m_led", "hhi", "magnetic_density"): return {"name": name, "kind": "scalar"}
     if name == "space_group": return {"name": name, "kind": "categorical", "num_classes": 231}   # 1..230, 0 unused
     if name == "chemical_system": return {"name": name, "kind": "multihot", "num_classes": NUM_TYPES}
-    raise ValueError(f"unknown condition source {name!r}; known: {list(CSV_PROPS) + list(COMPUTED_PROPS)}")
+    raise ValueError(f"unknown condition source {name!r}; known: {list(DATASET_PROPS) + list(COMPUTED_PROPS)}")
 
 def chemical_system_vector(c: Crystal) -> np.ndarray:
     "Multi-hot (100,) of the elements present (index Z−1)."
@@ -50,51 +53,76 @@ def default_m_led_cache() -> Path:
     from xtalnb.data import project_root
     return project_root() / "data" / "conditions_m_led.csv"
 
-def _m_led_values(crystals, cache_path, progress: bool, flush_every: int = 50) -> np.ndarray:
-    "M_LED per crystal, cached by crystal id in a CSV (id, m_led) that grows atomically every `flush_every` new values."
-    from xtalnb.metrics import m_led
+def default_label_cache(name: str) -> Path:
+    "Default cache of a slow label (`CACHED_PROPS`): data/conditions_<name>.csv."
+    if name not in CACHED_PROPS: raise ValueError(f"{name!r} is not a cached label; cached: {list(CACHED_PROPS)}")
+    from xtalnb.data import project_root
+    return project_root() / "data" / f"conditions_{name}.csv"
+
+def _label_fn(name: str, device="cpu"):
+    if name == "m_led":
+        from xtalnb.metrics import m_led
+        return lambda c: m_led(c.to_structure())
+    if name == "magnetic_density":
+        from xtalnb.relax import magnetic_density
+        return lambda c: magnetic_density(c, device=device)      # CHGNet single-point magmoms at the given geometry, μB/Å³
+    raise ValueError(f"{name!r} is not a cached label; cached: {list(CACHED_PROPS)}")
+
+def _cached_values(crystals, name: str, cache_path, progress: bool, flush_every: int = 50, device="cpu") -> np.ndarray:
+    "A slow label per crystal, cached by crystal id in a CSV (id, <name>) that grows atomically every `flush_every` new values."
     from xtalnb.train import atomic_write_text
+    fn = _label_fn(name, device)
     cache_path = Path(cache_path)
     known = {}
     if cache_path.exists():
         df = pd.read_csv(cache_path, dtype={"id": str})
-        known = dict(zip(df["id"], df["m_led"]))
+        if name not in df.columns: raise ValueError(f"cache {cache_path} has no column {name!r} (columns: {list(df.columns)})")
+        known = dict(zip(df["id"], df[name]))
     if any(c.id is None for c in crystals):
-        raise ValueError("M_LED caching needs crystal ids (Crystal.id); load crystals with xtalnb.data.load_dataset")
+        raise ValueError(f"{name} caching needs crystal ids (Crystal.id); load crystals with xtalnb.data.load_dataset")
     def flush():
-        atomic_write_text(pd.DataFrame({"id": list(known), "m_led": list(known.values())}).to_csv(index=False), cache_path)
+        atomic_write_text(pd.DataFrame({"id": list(known), name: list(known.values())}).to_csv(index=False), cache_path)
     new = 0
     todo = [c for c in crystals if str(c.id) not in known]
     from tqdm.auto import tqdm
-    for c in tqdm(todo, disable=not progress, desc="M_LED"):
-        try: known[str(c.id)] = float(m_led(c.to_structure()))
+    for c in tqdm(todo, disable=not progress, desc=name):
+        try: known[str(c.id)] = float(fn(c))
         except Exception as e:
-            warnings.warn(f"M_LED failed for {c.id}: {e}"); known[str(c.id)] = float("nan")
+            warnings.warn(f"{name} failed for {c.id}: {e}"); known[str(c.id)] = float("nan")
         new += 1
         if new % flush_every == 0: flush()
     if new: flush()
     return np.array([known[str(c.id)] for c in crystals], dtype=float)
 
-def attach_conditions(crystals, names, m_led_cache=None, symprec: float = 0.1, progress: bool = False) -> list:
+def attach_conditions(crystals, names, m_led_cache=None, symprec: float = 0.1, progress: bool = False, caches: dict | None = None,
+                      device="cpu") -> list:
     """Copies of `crystals` whose `props` carry the global conditions `names` (several at once):
-    CSV scalars (formation_energy_per_atom, band_gap, e_above_hull: already read from the MP-20 CSV, checked present),
-    computed `compactness` (PIGEN Eq. 2, exact) and `m_led` (slow: cached in `m_led_cache`, default data/conditions_m_led.csv),
-    `space_group` (spglib number, categorical) and `chemical_system` (multi-hot over 100 elements)."""
+    dataset labels (the MP-20 CSV scalars formation_energy_per_atom, band_gap, e_above_hull; `bulk_modulus` of the AFLOW elastic
+    set: checked present), computed `compactness` (PIGEN Eq. 2, exact), `hhi` (production HHI of the composition, exact; NaN —
+    a null condition in training — when an element has no HHI data), and the slow ones cached by crystal id (`caches[name]`, default
+    data/conditions_<name>.csv; `m_led_cache` is kept for M_LED): `m_led` (PIGEN Eqs. 4-6) and `magnetic_density`
+    (Σ|m_i|/V from CHGNet single-point magmoms at the given geometry, μB/Å³); `space_group` (spglib number, categorical) and
+    `chemical_system` (multi-hot over 100 elements)."""
     crystals = list(crystals)
     names = [names] if isinstance(names, str) else list(names)
     if not names: raise ValueError("attach_conditions needs at least one condition name")
     for n in names: condition_kind(n)          # unknown names fail before any work
+    caches = {**({"m_led": m_led_cache} if m_led_cache else {}), **dict(caches or {})}
     vals = {}
     for n in names:
-        if n in CSV_PROPS:
+        if n in DATASET_PROPS:
             miss = [c.id for c in crystals if n not in c.props or c.props[n] is None]
-            if miss: raise ValueError(f"{len(miss)} crystals have no {n!r} (first: {miss[0]}); it comes from the MP-20 CSV")
+            src = "the AFLOW elastic set (load_dataset('aflow_bulk_modulus'))" if n == "bulk_modulus" else "the MP-20 CSV"
+            if miss: raise ValueError(f"{len(miss)} crystals have no {n!r} (first: {miss[0]}); it comes from {src}")
             vals[n] = [float(c.props[n]) for c in crystals]
         elif n == "compactness":
             from xtalnb.metrics import compactness
             vals[n] = [compactness(c.to_structure()) for c in crystals]
-        elif n == "m_led":
-            vals[n] = list(_m_led_values(crystals, m_led_cache or default_m_led_cache(), progress))
+        elif n == "hhi":
+            from xtalnb.metrics import hhi
+            vals[n] = [hhi(c.to_structure()) for c in crystals]
+        elif n in CACHED_PROPS:
+            vals[n] = list(_cached_values(crystals, n, caches.get(n) or default_label_cache(n), progress, device=device))
         elif n == "space_group":
             vals[n] = [space_group_number(c, symprec) for c in crystals]
         else:
@@ -138,10 +166,11 @@ def conditional_model(base, cond_specs, mode: str = "adapter", seed: int = 0):
 def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adapter", train_set=None, run_dir=None, steps: int = 2000,
                          batch_size: int = 32, lr: float = 5e-4, p_uncond: float = 0.2, time_budget_s: float | None = None,
                          until_step: int | None = None, m_led_cache=None, seed: int = 0, device="cpu", progress: bool = True,
-                         export: bool = True, out_dir=None, **train_kw) -> dict:
+                         export: bool = True, out_dir=None, caches: dict | None = None, data_desc: str | None = None, **train_kw) -> dict:
     """Train a conditional model on the global conditions `props` (see `attach_conditions`) starting from the shipped `base`
     (`conditional_model` modes), resumable in `run_dir`; when the run is complete (or `export=True` after any call) the EMA
-    weights are written as `<out_dir or data/checkpoints>/<name>.pt` with a model card holding `condition_ranges`."""
+    weights are written as `<out_dir or data/checkpoints>/<name>.pt` with a model card holding `condition_ranges`.
+    `caches`: label caches for `attach_conditions`; `data_desc`: what the training set is, for the card (default: MP-20 train)."""
     from xtalnb.data import load_dataset, num_atoms_distribution
     from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
     if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
@@ -149,7 +178,7 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
     base_net, diffusion, base_card = load_model(base, device=device) if isinstance(base, (str, Path)) else base
     task = base_card.get("task", "denovo")
     if train_set is None: train_set = load_dataset("mp20_subset", "train")
-    train_set = attach_conditions(train_set, props, m_led_cache=m_led_cache)
+    train_set = attach_conditions(train_set, props, m_led_cache=m_led_cache, caches=caches, device=device)
     specs, ranges = condition_specs(train_set, props)
     model, params = conditional_model(base_net, specs, mode, seed)
     tc = base_card.get("train_config")
@@ -167,7 +196,7 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
         st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
         card = {"task": task, "family": diffusion.config.get("family"), "base_model": base_card.get("name"), "base_sha256": base_card.get("sha256"),
                 "finetune_mode": mode, "conditions": props, "condition_ranges": ranges, "p_uncond": p_uncond,
-                "data": f"mp20_subset train ({len(train_set)} crystals) labelled with {props}", "steps": st["step"],
+                "data": f"{data_desc or 'mp20_subset train'} ({len(train_set)} crystals) labelled with {props}", "steps": st["step"],
                 "wall_hours": st["elapsed_s"] / 3600, "hardware": "CPU (2 cores, shared, nice 19)", "seed": seed,
                 "train_config": dataclasses.asdict(cfg), "trainable_parameters": n_train,
                 "num_atoms_distribution": np.asarray(base_card.get("num_atoms_distribution") or num_atoms_distribution(train_set)).tolist()}
@@ -176,32 +205,79 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
 
 
 # %% ../nbs/11_conditional.ipynb 13
-def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 100, seed: int = 0, device="cpu",
-                   measure=None, progress: bool = False) -> pd.DataFrame:
+def sample_shift(model, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 100, seed: int = 0, device="cpu",
+                 progress: bool = False) -> pd.DataFrame:
     """Generate `n` crystals per (target, γ) with the one sampler (strided, `steps` steps, same seed so the same atom counts and
-    noise) and measure the property independently (`measure(Structure)`, default exact compactness). γ = 0 is the unconditional
-    model and is run once. Returns one row per generated crystal: target, gamma, value."""
-    from xtalnb.metrics import compactness
+    noise). `targets`: a list of {condition: value} dicts — several conditions at once is joint classifier-free guidance (the
+    unconditional pathway nulls all of them). γ = 0 is the unconditional model and is run once. Returns one row per crystal:
+    gamma, target (a label, 'unconditional' at γ = 0), `target_<condition>` (NaN at γ = 0) and `structure` (pymatgen JSON, for `measure_shift`)."""
     from xtalnb.sampling import generate
     from xtalnb.train import load_model
-    measure = measure or compactness
+    targets = [dict(t) for t in targets]
+    if not targets or any(not t for t in targets): raise ValueError("targets must be a non-empty list of non-empty {condition: value} dicts")
+    names = list(targets[0])
+    if any(list(t) != names for t in targets): raise ValueError(f"every target must set the same conditions {names}")
     loaded = load_model(model, device=device) if isinstance(model, (str, Path)) else model
     rows = []
     for g in gammas:
         for tg in (targets[:1] if g == 0 else targets):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ss = generate(n=n, model=loaded, cond={cond_name: float(tg)}, guidance=float(g), steps=steps, seed=seed, device=device,
-                              progress=progress)
-            errors = []
+                ss = generate(n=n, model=loaded, cond={k: float(v) for k, v in tg.items()}, guidance=float(g), steps=steps, seed=seed,
+                              device=device, progress=progress)
+            label = "unconditional" if g == 0 else ", ".join(f"{k}={float(v):g}" for k, v in tg.items())
             for s in ss:
-                try: v = float(measure(s))
-                except Exception as e: v = float("nan"); errors.append(repr(e))
-                rows.append({"target": float("nan") if g == 0 else float(tg), "gamma": float(g), "value": v})
-            if errors:        # a failing measure must not pass silently as missing values
-                warnings.warn(f"measure failed on {len(errors)} of {len(ss)} structures (γ={g}, target={tg}); first error: {errors[0]}")
-            if len(errors) == len(ss): raise ValueError(f"measure failed on every structure; first error: {errors[0]}")
+                rows.append({"gamma": float(g), "target": label, **{f"target_{k}": float("nan") if g == 0 else float(v) for k, v in tg.items()},
+                             "structure": s.to_json()})
     return pd.DataFrame(rows)
+
+def measure_shift(df: pd.DataFrame, measures: dict, max_per_group: int | None = None, time_budget_s: float | None = None,
+                  out_path=None, flush_every: int = 4) -> pd.DataFrame:
+    """Add one column per measure {column: fn(Structure) -> float} to a `sample_shift` table, independently of the generator.
+    Resumable: rows already measured (a value or a recorded error in `<column>_error`) are skipped; `max_per_group` measures only the
+    first rows of each (gamma, target) group; `time_budget_s` stops early (the rest stays NaN); `out_path` is rewritten atomically
+    every `flush_every` new values. A failing structure (exception or non-finite value) gets NaN and its error; a measure failing on every structure raises."""
+    from pymatgen.core import Structure
+    from xtalnb.train import atomic_write_text
+    if not measures: raise ValueError("measure_shift needs at least one measure")
+    df = df.copy()
+    t0, new = time.time(), 0
+    def flush():
+        if out_path is not None: atomic_write_text(df.to_csv(index=False), Path(out_path))
+    rank = df.groupby(["gamma", "target"], dropna=False).cumcount()
+    for col, fn in measures.items():
+        err = f"{col}_error"
+        if col not in df: df[col] = np.nan
+        if err not in df: df[err] = ""
+        df[err] = df[err].fillna("").astype(str)
+        for i in rank.sort_values(kind="stable").index:      # round-robin over the groups: a time budget splits evenly
+            if max_per_group is not None and rank[i] >= max_per_group: continue
+            if np.isfinite(df.at[i, col]) or df.at[i, err]: continue
+            if time_budget_s is not None and time.time() - t0 > time_budget_s: break
+            try:
+                v = float(fn(Structure.from_str(df.at[i, "structure"], fmt="json")))
+                if np.isfinite(v): df.at[i, col] = v
+                else: df.at[i, err] = f"non-finite value {v}"
+            except Exception as e: df.at[i, err] = repr(e)[:300] or "error"
+            new += 1
+            if new % flush_every == 0: flush()
+        tried = df[err].astype(bool) | np.isfinite(df[col].to_numpy(dtype=float))
+        nerr = int(df[err].astype(bool).sum())
+        if nerr:          # a failing measure must not pass silently as missing values
+            first = df.loc[df[err].astype(bool), err].iloc[0]
+            if nerr == int(tried.sum()): raise ValueError(f"measure failed on every structure ({col!r}); first error: {first}")
+            warnings.warn(f"measure {col!r} failed on {nerr} of {int(tried.sum())} structures; first error: {first}")
+    flush()
+    return df
+
+def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 100, seed: int = 0, device="cpu",
+                   measure=None, progress: bool = False) -> pd.DataFrame:
+    """One condition: `sample_shift` at each target value, then `measure_shift` with `measure(Structure)` (default exact
+    compactness). Returns one row per generated crystal: target (NaN at γ = 0), gamma, value."""
+    from xtalnb.metrics import compactness
+    df = sample_shift(model, [{cond_name: float(t)} for t in targets], gammas, n, steps, seed, device, progress)
+    df = measure_shift(df, {"value": measure or compactness})
+    return pd.DataFrame({"target": df[f"target_{cond_name}"], "gamma": df["gamma"], "value": df["value"]})
 
 
 # %% ../nbs/11_conditional.ipynb 16

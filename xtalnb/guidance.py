@@ -625,12 +625,10 @@ class CoordinationNumber(Constraint):
         self.key = ("cn", self.el, self.neighbor, self.cutoff)
         self.elements = (self.el,) + (() if self.neighbor is None else (self.neighbor,))
     def window(self): return self.target - self.tol, self.target + self.tol
-    def penalty(self, lattice, frac, probs, num_atoms, batch):
-        V = torch.linalg.det(lattice).abs()
-        cross = torch.stack([torch.linalg.cross(lattice[:, 1], lattice[:, 2]), torch.linalg.cross(lattice[:, 0], lattice[:, 2]),
-                             torch.linalg.cross(lattice[:, 0], lattice[:, 1])], 1).norm(dim=-1)
-        heights = (V[:, None] / cross).detach()                              # interplanar spacings (B, 3)
-        R = [int(min(4, math.ceil((self.cutoff + 0.5) / float(heights[:, i].min())))) for i in range(3)]
+    max_group = 8          # crystals per vectorised evaluation: memory stays bounded (edges × image shifts × 3 per group)
+
+    def _cn(self, lattice, frac, probs, num_atoms, batch, R):
+        "Smooth coordination penalty of a group of crystals sharing the image ranges R (3 ints)."
         sh = torch.tensor([[i, j, k] for i in range(-R[0], R[0] + 1) for j in range(-R[1], R[1] + 1) for k in range(-R[2], R[2] + 1)],
                           dtype=frac.dtype, device=frac.device)
         src, dst, eb = all_pairs_edges(num_atoms)
@@ -645,6 +643,29 @@ class CoordinationNumber(Constraint):
         cn = torch.zeros(frac.shape[0], dtype=w.dtype, device=w.device).index_add_(0, src, w)
         per_atom = probs[:, self.el - 1] * torch.relu((cn - self.target).abs() - self.tol) ** 2
         return _per_crystal(per_atom, batch, num_atoms.numel())
+
+    def penalty(self, lattice, frac, probs, num_atoms, batch):
+        """Image ranges per crystal (enough lattice translations to cover cutoff + 0.5 Å, at most ±4), so a crystal's penalty does
+        not depend on the rest of the batch; crystals sharing them are evaluated together, at most `max_group` at a time."""
+        B = num_atoms.numel()
+        V = torch.linalg.det(lattice).abs()
+        cross = torch.stack([torch.linalg.cross(lattice[:, 1], lattice[:, 2]), torch.linalg.cross(lattice[:, 0], lattice[:, 2]),
+                             torch.linalg.cross(lattice[:, 0], lattice[:, 1])], 1).norm(dim=-1)
+        heights = (V[:, None] / cross).detach()                              # interplanar spacings (B, 3)
+        R = torch.nan_to_num(torch.ceil((self.cutoff + 0.5) / heights), nan=4.0, posinf=4.0).clamp(1, 4).long().cpu()
+        ptr = (torch.cumsum(num_atoms, 0) - num_atoms).tolist()
+        na = num_atoms.tolist()
+        out = torch.zeros(B, dtype=frac.dtype, device=frac.device)
+        for key in torch.unique(R, dim=0):
+            members = torch.nonzero((R == key).all(1)).flatten().tolist()
+            for k in range(0, len(members), self.max_group):
+                grp = members[k:k + self.max_group]
+                rows = torch.cat([torch.arange(ptr[i], ptr[i] + na[i]) for i in grp]).to(frac.device)
+                ng = num_atoms[grp]
+                bg = torch.repeat_interleave(torch.arange(len(grp), device=frac.device), ng)
+                val = self._cn(lattice[grp], frac[rows], probs[rows], ng, bg, key.tolist())
+                out = out.index_add(0, torch.tensor(grp, device=frac.device), val)
+        return out
 
 class Elements(Constraint):
     "Only elements in `allow` (default: all) and not in `deny`."
