@@ -13,8 +13,8 @@ from xtalnb.denoiser import Denoiser
 from xtalnb.diffusion import CrystalDiffusion
 from xtalnb.dos import dos_grid
 from xtalnb.dosgen import (AU3NI_L12_A, IRO2_RUTILE, DOSMatch, DOSSurrogate, _onehot, atom_condition, dos_conditional_model,
-                           dos_generate, dos_mae, evaluate_candidates, l12_crystal, load_target, rutile_crystal, train_dos_surrogate,
-                           export_surrogate)
+                           dos_generate, dos_mae, evaluate_candidates, l12_crystal, load_target, rutile_crystal, train_dos_conditional,
+                           train_dos_surrogate, export_surrogate)
 from xtalnb.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from xtalnb.sampling import SampleContext
 from xtalnb.train import load_model
@@ -181,3 +181,49 @@ def test_shipped_surrogate_loads():
     y = m.predict([AU, IR])
     assert [a.shape for a in y] == [(4, 400), (6, 400)] and np.isfinite(np.concatenate(y)).all()
     assert card["test_mae"] > 0
+
+
+def test_train_dos_conditional_runs_the_one_loop_and_resumes(tmp_path):
+    """train_dos_conditional goes through xtalnb.train.train (per-atom condition 'dos'): stopped and resumed == uninterrupted;
+    the exported model takes DOS in states/eV (scale folded into P); a run directory of the earlier DOS-only loop (state.pt with
+    `scale`, no per-atom fields in its TrainConfig) resumes with its stored scale."""
+    from xtalnb.train import TrainConfig
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    base = (Denoiser(**TINY), CrystalDiffusion("diffcsp", n_mc=1000), {"name": "tiny-base", "task": "denovo"})
+    rng = np.random.default_rng(0)
+    lab = [dataclasses.replace(c, id=f"{c.id}-{i}", atom_props={"dos": rng.random((c.num_atoms, 400)).astype(np.float32) * (1 + i)})
+           for i, c in enumerate([AU, IR, AU, IR])]
+    kw = dict(steps=8, batch_size=2, ckpt_every=2, progress=False, out_dir=tmp_path, lr=1e-2)
+    a = train_dos_conditional("a", lab, base=base, run_dir=tmp_path / "ra", **kw)
+    b = train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", until_step=3, export=False, **kw)
+    assert b["step"] == 3 and not b["done"]
+    b = train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", **kw)
+    sa, sb = (torch.load(tmp_path / r / "state.pt", weights_only=False) for r in ("ra", "rb"))
+    assert sa["step"] == sb["step"] == 8 and {"task", "model_config", "torch_rng"} <= set(sa)        # written by train.train
+    assert sa["train_config"]["atom_cond_key"] == "dos" and sa["train_config"]["p_atom_uncond"] == 0.2
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    scale = float(np.concatenate([c.atom_props["dos"].ravel() for c in lab]).std())
+    assert a["scale"] == pytest.approx(scale) and sa["train_config"]["atom_cond_scale"] == pytest.approx(scale)
+    # the exported model with DOS in states/eV == the trained EMA network with DOS / scale
+    m, diff, card = load_model(tmp_path / "a.pt")
+    raw = Denoiser.from_config(m.config); raw.load_state_dict(sa["ema"]["shadow"]); raw.eval()
+    bt = CrystalBatch.from_crystals(lab[:2]); y = bt.atom_props["dos"]; t = torch.full((2,), 0.3)
+    args = (_onehot(bt), bt.frac_coords, bt.lattice, bt.num_atoms, bt.batch, t)
+    with torch.no_grad():
+        o_exp, o_raw = m(*args, atom_cond=y), raw(*args, atom_cond=y / scale)
+    for k in o_raw:
+        torch.testing.assert_close(o_exp[k], o_raw[k], rtol=1e-4, atol=1e-5)
+    assert (m.atom_cond_proj.weight.abs().sum() > 0) and card["atom_cond_scale_folded"] == pytest.approx(scale)
+    # an old-format run directory (the earlier DOS-only loop): its own `scale` is used when resuming
+    c = train_dos_conditional("c", lab, base=base, run_dir=tmp_path / "rc", until_step=4, export=False, **kw)
+    st = torch.load(tmp_path / "rc" / "state.pt", weights_only=False)
+    old_cfg = {k: v for k, v in st["train_config"].items() if k not in ("atom_cond_key", "atom_cond_scale", "p_atom_uncond")}
+    old = {"step": st["step"], "elapsed_s": st["elapsed_s"], "model": st["model"], "optimizer": st["optimizer"], "ema": st["ema"],
+           "scale": 2 * scale, "train_config": old_cfg, "mode": "full"}
+    torch.save(old, tmp_path / "rc" / "state.pt")
+    with pytest.warns(UserWarning, match="different TrainConfig"):
+        c = train_dos_conditional("c", lab, base=base, run_dir=tmp_path / "rc", **kw)
+    assert c["step"] == 8 and c["scale"] == pytest.approx(2 * scale) and c["card"]["atom_cond_scale_folded"] == pytest.approx(2 * scale)
+    assert TrainConfig(**c["card"]["train_config"]).atom_cond_scale == pytest.approx(2 * scale)

@@ -21,9 +21,10 @@ from .diffusion import NUM_TYPES
 from .dos import DOS_POINTS, dos_grid, per_atom_dos
 
 # %% auto 0
-__all__ = ['AU3NI_L12_A', 'IRO2_RUTILE', 'DOSGEN_MODES', 'l12_crystal', 'rutile_crystal', 'default_targets_dir', 'label_target',
-           'load_target', 'DOSSurrogate', 'dos_mae', 'train_dos_surrogate', 'export_surrogate', 'dos_conditional_model',
-           'atom_condition', 'train_dos_conditional', 'dos_generate', 'dos_mae_vs', 'evaluate_candidates', 'DOSMatch']
+__all__ = ['AU3NI_L12_A', 'IRO2_RUTILE', 'ZNSN3_D019', 'DOSGEN_MODES', 'l12_crystal', 'rutile_crystal', 'd019_crystal',
+           'default_targets_dir', 'label_target', 'load_target', 'DOSSurrogate', 'dos_mae', 'train_dos_surrogate',
+           'export_surrogate', 'dos_conditional_model', 'atom_condition', 'train_dos_conditional', 'dos_generate',
+           'dos_mae_vs', 'evaluate_candidates', 'template_similarity', 'DOSMatch']
 
 # %% ../nbs/15_dos_generation.ipynb 5
 AU3NI_L12_A = 4.00   # Å; no experimental ordered L1₂ Au₃Ni exists (Au-Ni has a miscibility gap); Vegard's law between the PBE
@@ -48,6 +49,22 @@ def rutile_crystal(metal="Ir", a: float = IRO2_RUTILE["a"], c: float = IRO2_RUTI
     z = np.array([element_z(metal)] * 2 + [8] * 4)
     frac = np.array([[0, 0, 0], [.5, .5, .5], [x, x, 0], [1 - x, 1 - x, 0], [.5 + x, .5 - x, .5], [.5 - x, .5 + x, .5]])
     return Crystal(z, frac % 1.0, np.diag([a, a, c]).astype(float), id=id or f"{metal}O2-rutile")
+
+ZNSN3_D019 = dict(a=7.741, c=4.171, x=0.8124)   # Å, Å, Sn 6h parameter: hand-built D0₁₉ ZnSn₃ relaxed with CHGNet (fmax 0.02 eV/Å;
+                                                # start a = 6.53 Å, c/a = 0.8, x = 5/6; it stays P6₃/mmc). ZnSn₃ is not a known
+                                                # compound: DOSMatGen's template Zn₂Sn₆ (mp-971919) is a hypothetical MP entry
+
+def d019_crystal(minority="Zn", majority="Sn", a: float = ZNSN3_D019["a"], c: float = ZNSN3_D019["c"], x: float = ZNSN3_D019["x"],
+                 id: str | None = None) -> Crystal:
+    """D0₁₉ (Ni₃Sn-type, P6₃/mmc) A₃B, two formula units (8 atoms): B at 2c (⅓,⅔,¼), (⅔,⅓,¾) = sites 0, 1; A at 6h
+    (x,2x,¼), (−2x,−x,¼), (x,−x,¼), (−x,−2x,¾), (2x,x,¾), (−x,x,¾) = sites 2-7; hexagonal cell a, c (Å)."""
+    from xtalnb.guidance import element_z
+    if not (a > 0 and c > 0 and 0 < x < 1): raise ValueError(f"need a, c > 0 (Å) and 0 < x < 1, got a={a}, c={c}, x={x}")
+    z = np.array([element_z(minority)] * 2 + [element_z(majority)] * 6)
+    frac = np.array([[1 / 3, 2 / 3, .25], [2 / 3, 1 / 3, .75], [x, 2 * x, .25], [-2 * x, -x, .25], [x, -x, .25],
+                     [-x, -2 * x, .75], [2 * x, x, .75], [-x, x, .75]])
+    lat = np.array([[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, c]], dtype=float)
+    return Crystal(z, frac % 1.0, lat, id=id or f"{majority}3{minority}-D019")
 
 # %% ../nbs/15_dos_generation.ipynb 7
 def default_targets_dir() -> Path:
@@ -261,77 +278,51 @@ def atom_condition(dos, num_atoms: list, conditioned) -> torch.Tensor:
 # %% ../nbs/15_dos_generation.ipynb 19
 def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "full", steps: int = 2000, batch_size: int = 32,
                           lr: float = 2e-4, p_uncond: float = 0.2, p_atom_uncond: float = 0.2, run_dir=None,
-                          time_budget_s: float | None = None, seed: int = 0, device="cpu", progress: bool = True, export: bool = True,
-                          out_dir=None, ckpt_every: int = 100) -> dict:
-    """Fine-tune `base` into a DOS-conditioned generator on crystals carrying `atom_props['dos']` (400 points, states/eV),
-    resumable in `run_dir` (stops at `steps` or after `time_budget_s` wall seconds of this call). Condition dropout: the whole
-    crystal's DOS is nulled with probability `p_uncond` (DOSMatGen 0.2, what classifier-free guidance needs); in the other crystals
-    each atom is nulled with probability `p_atom_uncond`, so the model also learns partially conditioned crystals (masked
-    generation conditions only chosen atoms). Inputs are divided by one scale s (std of the training DOS values); on export the
-    scale is folded into P (W/s), so the exported model takes DOS in states/eV. Exports `<out_dir>/<name>.pt` + model card."""
-    from tqdm.auto import tqdm
-    from xtalnb.train import (EMA, CSVLog, TrainConfig, atomic_torch_save, batch_indices, checkpoint_dir, default_run_dir, load_model,
-                              lr_at, save_model)
+                          time_budget_s: float | None = None, until_step: int | None = None, seed: int = 0, device="cpu",
+                          progress: bool = True, export: bool = True, out_dir=None, ckpt_every: int = 100) -> dict:
+    """Fine-tune `base` into a DOS-conditioned generator on crystals carrying `atom_props['dos']` (400 points, states/eV) with the
+    project's one training loop (`xtalnb.train.train`, per-atom condition `atom_cond_key='dos'`), resumable in `run_dir` (stops at
+    `steps`, `until_step` or after `time_budget_s` wall seconds of this call). Condition dropout: the whole crystal's DOS is nulled
+    with probability `p_uncond` (DOSMatGen 0.2, what classifier-free guidance needs); in the other crystals each atom is nulled with
+    probability `p_atom_uncond`, so the model also learns partially conditioned crystals (masked generation conditions only chosen
+    atoms). Inputs are divided by one scale s (std of the training DOS values, `TrainConfig.atom_cond_scale`; a run directory of the
+    earlier DOS-only loop resumes with the `scale` stored in its state.pt); on export the scale is folded into P (W/s), so the
+    exported model takes DOS in states/eV. Exports `<out_dir>/<name>.pt` + model card."""
+    from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
     if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
     crystals = list(crystals)
     _check_labelled(crystals, DOS_POINTS)
     base_net, diffusion, base_card = load_model(base, device=device) if isinstance(base, (str, Path)) else base
     if base_card.get("task", "denovo") != "denovo": raise ValueError("DOS conditioning is implemented for de novo models")
     model, params = dos_conditional_model(base_net, mode)
-    scale = float(np.concatenate([c.atom_props["dos"].ravel() for c in crystals]).std())
+    run_dir = Path(run_dir) if run_dir else default_run_dir(name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scale = None
+    if (run_dir / "state.pt").exists():                       # resume: keep the scale the run started with
+        st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
+        scale = st.get("scale", st["train_config"].get("atom_cond_scale"))
+        del st
+    if scale is None: scale = float(np.concatenate([c.atom_props["dos"].ravel() for c in crystals]).std())
     tc = base_card.get("train_config")
     lw = dict(tc["loss_weights"]) if isinstance(tc, dict) and "loss_weights" in tc else {"lattice": 1.0, "frac": 1.0, "types": 1.0}
     cfg = TrainConfig(steps=steps, batch_size=min(batch_size, len(crystals)), lr=lr, lr_min=lr / 10, warmup_steps=min(100, steps // 10 + 1),
-                      p_uncond=p_uncond, loss_weights=lw, seed=seed, ckpt_every=ckpt_every)
-    run_dir = Path(run_dir) if run_dir else default_run_dir(name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.to(device)
-    ema, opt = EMA(model, 0.999), torch.optim.AdamW(params, lr=lr)
-    step, elapsed, state_path = 0, 0.0, run_dir / "state.pt"
-    if state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); ema.load_state_dict(st["ema"])
-        step, elapsed, scale = st["step"], st["elapsed_s"], st["scale"]
-    log = CSVLog(run_dir / "log.csv", resume_step=step)
-    def save():
-        atomic_torch_save({"step": step, "elapsed_s": elapsed, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "ema": ema.state_dict(), "scale": scale, "train_config": dataclasses.asdict(cfg), "mode": mode}, state_path)
+                      weight_decay=0.01,                  # torch's AdamW default, what the first DOS generator was trained with
+                      p_uncond=p_uncond, loss_weights=lw, seed=seed, ckpt_every=ckpt_every, log_every=10,
+                      atom_cond_key="dos", atom_cond_scale=float(scale), p_atom_uncond=p_atom_uncond)
     t_start = time.time()
-    model.train()
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"DOS-conditioned {mode}")
-    while step < steps and not (time_budget_s is not None and time.time() - t_start > time_budget_s):
-        t0 = time.time()
-        b = CrystalBatch.from_crystals([crystals[i] for i in batch_indices(len(crystals), cfg.batch_size, seed, step)], device=device)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        t = diffusion.sample_t(b.num_graphs, generator=g).to(device)
-        noisy, targets = diffusion.q_sample(b, t, generator=g)
-        drop = (torch.rand(b.num_graphs, generator=g) < p_uncond).to(device)[b.batch] | \
-               (torch.rand(b.batch.shape[0], generator=g) < p_atom_uncond).to(device)       # per atom (N,)
-        for gr in opt.param_groups: gr["lr"] = lr_at(step, cfg)
-        out = model(noisy["types"], noisy["frac"], noisy["lattice"], b.num_atoms, b.batch, diffusion.model_time(t),
-                    atom_cond=b.atom_props["dos"] / scale, drop={"atom_cond": drop})
-        rows = diffusion.loss_rows(out, targets, b)
-        means = {k: r.mean() for k, r in rows.items()}
-        loss = sum(lw.get(k, 0.0) * v for k, v in means.items())
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); ema.update(model)
-        step += 1; elapsed += time.time() - t0; bar.update(1)
-        if step % 10 == 0 or step == steps:
-            log.log({"step": step, "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg), "loss": float(loss.detach()),
-                     **{f"loss_{k}": float(v.detach()) for k, v in means.items()}})
-        if step % ckpt_every == 0: save()
-    bar.close(); save(); model.eval()
-    out = {"step": step, "done": step >= steps, "elapsed_s": elapsed, "this_call_s": time.time() - t_start, "run_dir": str(run_dir),
-           "trainable_parameters": sum(p.numel() for p in params), "scale": scale}
+    res = train(model, diffusion, crystals, None, cfg, run_dir, task="denovo", device=device, time_budget_s=time_budget_s,
+                until_step=until_step, progress=progress)
+    out = {"step": res["step"], "done": res["done"], "elapsed_s": res["elapsed_s"], "this_call_s": time.time() - t_start,
+           "run_dir": str(run_dir), "trainable_parameters": sum(p.numel() for p in params), "scale": float(scale)}
     if export:
-        sd = {k: v.clone() for k, v in ema.shadow.items()}
+        sd = {k: v.clone() for k, v in res["ema"].shadow.items()}
         sd["atom_cond_proj.weight"] = sd["atom_cond_proj.weight"] / scale          # P(y/s) = (W/s) y + b: takes states/eV
         card = {"task": "denovo", "family": diffusion.config.get("family"), "base_model": base_card.get("name"),
                 "base_sha256": base_card.get("sha256"), "finetune_mode": mode, "conditions": [], "atom_condition": "dos",
                 "atom_cond_units": "per-atom DOS, states/eV/atom (both spins) on xtalnb.dos.dos_grid() (400 points, E - E_F in [-10, 10] eV)",
-                "atom_cond_scale_folded": scale, "p_uncond": p_uncond, "p_atom_uncond": p_atom_uncond,
-                "data": f"{len(crystals)} crystals with GFN1-xTB per-atom DOS (data/dos)", "steps": step,
-                "wall_hours": elapsed / 3600, "hardware": "CPU (2 cores, shared, nice 19)", "seed": seed,
+                "atom_cond_scale_folded": float(scale), "p_uncond": p_uncond, "p_atom_uncond": p_atom_uncond,
+                "data": f"{len(crystals)} crystals with GFN1-xTB per-atom DOS (data/dos)", "steps": res["step"],
+                "wall_hours": res["elapsed_s"] / 3600, "hardware": "CPU (2 cores, shared, nice 19)", "seed": seed,
                 "train_config": dataclasses.asdict(cfg), "trainable_parameters": out["trainable_parameters"],
                 "num_atoms_distribution": list(base_card.get("num_atoms_distribution") or [])}
         out["card"] = save_model(Path(out_dir or checkpoint_dir()) / name, model, diffusion, card=card, state_dict=sd)
@@ -373,31 +364,64 @@ def dos_mae_vs(a, b) -> float:
     if a.shape != b.shape: raise ValueError(f"DOS shapes differ: {a.shape} vs {b.shape}")
     return float(np.abs(a - b).mean())
 
-def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = None, site: int = 0, target_pred=None, xtb: bool = True,
+def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = None, site=0, target_pred=None, xtb: bool = True,
                         min_length: float = 7.0, max_super_atoms: int = 200, device="cpu") -> pd.DataFrame:
     """One row per generated crystal: formula, element of `site`, MAE(ŷ_gen, y) (surrogate on the generated crystal vs the target y),
     MAE(ŷ_gen, ŷ) when `target_pred` = ŷ (surrogate on the reference structure) is given, and MAE(y_gen^xTB, y): the DOS of the
-    generated crystal recomputed with GFN1-xTB (same settings as the labels; a failed SCF or too large a supercell is recorded)."""
-
+    generated crystal recomputed with GFN1-xTB (same settings as the labels; a failed SCF or too large a supercell is recorded).
+    `site` may be a tuple of conditioned sites (template-guided generation): the columns above are for the first one, and
+    `*_sites` columns hold the mean MAE over all of them (`site_Zs`: their elements)."""
+    sites = (int(site),) if np.isscalar(site) else tuple(int(s) for s in site)
+    if not sites: raise ValueError("site must be an atom index or a non-empty tuple of indices")
     crystals = list(crystals)
+    if bad := [c.id for c in crystals if max(sites) >= c.num_atoms]:
+        raise ValueError(f"site {max(sites)} is not an atom of {len(bad)} crystals (first: {bad[0]})")
+    first, many = sites[0], len(sites) > 1
     pred = surrogate.predict(crystals, device=device) if surrogate is not None and crystals else [None] * len(crystals)
     rows = []
     for c, p in zip(crystals, pred):
-        r = {"formula": c.to_structure().composition.reduced_formula, "n_atoms": c.num_atoms, "site_Z": int(c.atomic_numbers[site])}
+        r = {"formula": c.to_structure().composition.reduced_formula, "n_atoms": c.num_atoms, "site_Z": int(c.atomic_numbers[first])}
+        if many: r["site_Zs"] = " ".join(str(int(c.atomic_numbers[s])) for s in sites)
         if p is not None:
-            r["mae_surrogate_vs_target"] = dos_mae_vs(p[site], target_dos)
-            if target_pred is not None: r["mae_surrogate_vs_target_pred"] = dos_mae_vs(p[site], target_pred)
+            r["mae_surrogate_vs_target"] = dos_mae_vs(p[first], target_dos)
+            if target_pred is not None: r["mae_surrogate_vs_target_pred"] = dos_mae_vs(p[first], target_pred)
+            if many: r["mae_surrogate_vs_target_sites"] = float(np.mean([dos_mae_vs(p[s], target_dos) for s in sites]))
         if xtb:
             t0 = time.perf_counter()
             try:
                 g, lv = per_atom_dos(c, min_length=min_length, max_super_atoms=max_super_atoms)
-                r.update(mae_xtb_vs_target=dos_mae_vs(g[site], target_dos), xtb_status="ok", xtb_n_super=len(lv.numbers), xtb_gap=lv.gap)
-                r["xtb_dos_site"] = g[site]
+                r.update(mae_xtb_vs_target=dos_mae_vs(g[first], target_dos), xtb_status="ok", xtb_n_super=len(lv.numbers), xtb_gap=lv.gap)
+                if many: r["mae_xtb_vs_target_sites"] = float(np.mean([dos_mae_vs(g[s], target_dos) for s in sites]))
+                r["xtb_dos_site"] = g[first]
             except Exception as e:
                 r.update(mae_xtb_vs_target=float("nan"), xtb_status=f"{type(e).__name__}: {str(e)[:120]}")
+                if many: r["mae_xtb_vs_target_sites"] = float("nan")
             r["xtb_seconds"] = time.perf_counter() - t0
         rows.append(r)
     return pd.DataFrame(rows)
+
+def template_similarity(crystal: Crystal, template: Crystal, ltol: float = 0.3, stol: float = 0.5, angle_tol: float = 10.0) -> dict:
+    """How much of `template` a template-guided sample kept (the sampler keeps the atom order, so site i descends from template site i):
+    `same_prototype` (pymatgen StructureMatcher.fit_anonymous at DOSMatGen's Table 2 tolerances: same structure up to a relabelling of
+    the elements, any scale), `rms_anonymous` (its normalised RMS displacement, NaN if no match), `site_type_kept` (fraction of sites
+    with the template's element), `same_formula`, `volume_ratio` (V / V_template) and `mean_displacement` (Å: mean minimum-image
+    shift of each site from its template position, net translation removed, in the sample's lattice)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    if crystal.num_atoms != template.num_atoms:
+        raise ValueError(f"{crystal.id} has {crystal.num_atoms} atoms, the template {template.num_atoms}: not a template-guided sample")
+    s, t = crystal.to_structure(), template.to_structure()
+    sm = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol)
+    same = bool(sm.fit_anonymous(s, t))
+    rms = sm.get_rms_anonymous(s, t)[0] if same else None
+    d = crystal.frac_coords - template.frac_coords
+    d = d - np.round(d)                                        # minimum image
+    d = d - d.mean(0)                                          # remove the net translation (no origin is preferred)
+    d = d - np.round(d)
+    return {"same_prototype": same, "rms_anonymous": float(rms) if rms is not None else float("nan"),
+            "site_type_kept": float((crystal.atomic_numbers == template.atomic_numbers).mean()),
+            "same_formula": s.composition.reduced_formula == t.composition.reduced_formula,
+            "volume_ratio": float(abs(np.linalg.det(crystal.lattice)) / abs(np.linalg.det(template.lattice))),
+            "mean_displacement": float(np.linalg.norm(d @ crystal.lattice, axis=1).mean())}
 
 # %% ../nbs/15_dos_generation.ipynb 24
 class DOSMatch(nn.Module):

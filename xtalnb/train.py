@@ -171,6 +171,9 @@ class TrainConfig:
     loss_weights: dict = field(default_factory=lambda: {"lattice": 1.0, "frac": 1.0, "types": 1.0})
     p_uncond: float = 0.0          # condition dropout probability (classifier-free guidance)
     cond_keys: list = field(default_factory=list)  # names of batch.props used as global conditions
+    atom_cond_key: str | None = None  # name of batch.atom_props used as the per-atom condition (model's atom_cond), None = off
+    atom_cond_scale: float = 1.0      # the per-atom condition is divided by this before the model sees it
+    p_atom_uncond: float = 0.0        # per-atom dropout of the per-atom condition, on top of p_uncond per crystal
     compactness_weight: float = 0.0   # λ_C of PIGEN Eq. (3): λ_C |C(x̂_0) − C_0|² (0 = off, training unchanged)
     compactness_type_temperature: float = 0.1   # softmax temperature turning continuous x̂_0 types into probabilities
     log_every: int = 10
@@ -185,6 +188,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{k} must be positive, got {getattr(self, k)}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if not 0.0 <= self.p_atom_uncond < 1.0:
+            raise ValueError(f"p_atom_uncond must be in [0, 1), got {self.p_atom_uncond}")
+        if not self.atom_cond_scale > 0:
+            raise ValueError(f"atom_cond_scale must be > 0, got {self.atom_cond_scale}")
         if not self.compactness_weight >= 0:
             raise ValueError(f"compactness_weight must be >= 0, got {self.compactness_weight}")
         if not self.compactness_type_temperature > 0:
@@ -336,11 +343,19 @@ def step_losses(model, diffusion, batch, step: int, cfg: TrainConfig, rank: int 
         kinds = {s["name"]: s["kind"] for s in getattr(model, "module", model).config.get("cond_specs", [])}
         cond = {k: (v.round().long() if kinds.get(k) == "categorical" and v.dtype.is_floating_point else v) for k, v in cond.items()}
     drop = (torch.rand(B, device=dev) < cfg.p_uncond) if (cond is not None and cfg.p_uncond > 0) else None
+    atom_cond = None
+    if cfg.atom_cond_key:                                 # per-atom condition (N, D); no extra random draws when it is off
+        if cfg.atom_cond_key not in batch.atom_props:
+            raise ValueError(f"TrainConfig.atom_cond_key={cfg.atom_cond_key!r} is not in the batch's atom_props {sorted(batch.atom_props)}")
+        atom_cond = batch.atom_props[cfg.atom_cond_key].to(noisy["frac"].dtype) / cfg.atom_cond_scale
+        whole = drop if drop is not None else torch.rand(B, device=dev) < cfg.p_uncond    # crystals that lose every condition
+        atom_drop = whole[batch.batch] | (torch.rand(N, device=dev) < cfg.p_atom_uncond)  # (N,)
+        drop = {**({k: drop for k in cond} if drop is not None else {}), "atom_cond": atom_drop}
     if world > 1:
         cs, as_ = shard_slices(batch.num_atoms, rank, world)
-        batch, noisy, targets, t, cond, drop = shard_tree((batch, noisy, targets, t, cond, drop), B, N, cs, as_)
+        batch, noisy, targets, t, cond, drop, atom_cond = shard_tree((batch, noisy, targets, t, cond, drop, atom_cond), B, N, cs, as_)
     out = model(noisy["types"], noisy["frac"], noisy["lattice"], batch.num_atoms, batch.batch,
-                diffusion.model_time(t), cond=cond, drop=drop)
+                diffusion.model_time(t), cond=cond, drop=drop, **({"atom_cond": atom_cond} if atom_cond is not None else {}))
     rows = diffusion.loss_rows(out, targets, batch)
     weights = dict(cfg.loss_weights)
     if cfg.compactness_weight > 0:                                   # PIGEN Eq. (3); skipped entirely when off
@@ -402,12 +417,15 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
           device="cpu", time_budget_s: float | None = None, until_step: int | None = None, progress: bool = True) -> dict:
     """Train `model` with `diffusion` on a list of `Crystal`s; resumable from `run_dir/state.pt`.
     Runs until `cfg.steps`, `until_step` or `time_budget_s` (wall seconds for this call), checkpointing every `cfg.ckpt_every` steps.
-    Under `torchrun` the process group must be initialised (see `init_distributed`)."""
+    Under `torchrun` the process group must be initialised (see `init_distributed`). Frozen parameters (requires_grad False) get no
+    gradient, so AdamW leaves them unchanged."""
     from tqdm.auto import tqdm
     from xtalnb.crystal import CrystalBatch
     if task not in ("csp", "denovo"):
         raise ValueError(f"task must be 'csp' or 'denovo', got {task!r}")
     train_set = list(train_set)
+    if cfg.atom_cond_key and not getattr(model, "config", {}).get("atom_cond_dim"):
+        raise ValueError(f"TrainConfig.atom_cond_key={cfg.atom_cond_key!r} but the model has no per-atom condition (atom_cond_dim = 0)")
     run_dir = Path(run_dir)
     rank, world = init_distributed(device)
     if cfg.batch_size % world:
@@ -478,7 +496,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     model.eval()
     return {"step": step, "elapsed_s": elapsed, "done": step >= cfg.steps, "ema": ema}
 
-# %% ../nbs/06_train.ipynb 27
+# %% ../nbs/06_train.ipynb 29
 def radius_cubed_table(device="cpu", dtype=torch.float32) -> torch.Tensor:
     "(100,) atomic radius³ (Å³) per element index Z−1 (`xtalnb.metrics` radii; elements without a radius: 0)."
     import warnings
@@ -513,7 +531,7 @@ def compactness_loss_rows(diffusion, out, noisy, t, batch, task: str = "denovo",
     c0 = compactness_torch(batch.lattice.to(out["lattice"].dtype), batch.atomic_numbers, batch.num_atoms, batch.batch)
     return (predicted_compactness(diffusion, out, noisy, t, batch, task, type_temperature) - c0) ** 2
 
-# %% ../nbs/06_train.ipynb 32
+# %% ../nbs/06_train.ipynb 34
 DEFAULT_MODELS = {
     "csp-mp20": dict(task="csp", family="diffcsp",
                      model=dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
