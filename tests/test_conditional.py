@@ -106,3 +106,57 @@ def test_shipped_bandgap_regressor_beats_the_constant_predictor_on_held_out_crys
     assert p.shape == y.shape and (p >= 0).all()
     mae, const = np.abs(p - y).mean(), np.abs(y - 0.0).mean()          # the training median gap is 0 eV (68 % metals)
     assert mae < 0.6 * const, (mae, const)
+
+
+def test_new_condition_sources_hhi_magnetic_density_bulk(tmp_path):
+    "HHI exact (pymatgen's production HHI), magnetic density from CHGNet magmoms with a cache by id, bulk modulus only from AFLOW."
+    import pandas as pd
+    from pymatgen.analysis.hhi import HHIModel
+    from xtalnb.conditional import attach_conditions, condition_specs
+    from xtalnb.data import load_dataset
+    from xtalnb.relax import magnetic_density
+    ds = load_dataset("mp20_subset", "train", limit=3, progress=False)
+    cache = tmp_path / "md.csv"
+    lab = attach_conditions(ds[:2], ["hhi", "magnetic_density"], caches={"magnetic_density": cache})
+    for c0, c in zip(ds, lab):
+        ref = HHIModel().get_hhi_production(c0.to_structure().composition)
+        assert (np.isnan(c.props["hhi"]) and ref is None) or c.props["hhi"] == pytest.approx(ref, rel=1e-12)
+        assert c.props["magnetic_density"] == pytest.approx(magnetic_density(c0), rel=1e-6, abs=1e-9)
+    assert len(pd.read_csv(cache)) == 2
+    pd.DataFrame({"id": [ds[0].id, ds[1].id], "magnetic_density": [0.25, 0.5]}).to_csv(cache, index=False)   # cached values are used
+    assert [c.props["magnetic_density"] for c in attach_conditions(ds[:2], "magnetic_density", caches={"magnetic_density": cache})] == [0.25, 0.5]
+    specs, ranges = condition_specs(attach_conditions(ds[:2], "magnetic_density", caches={"magnetic_density": cache}), ["magnetic_density"])
+    assert ranges["magnetic_density"] == [0.25, 0.5] and specs[0]["kind"] == "scalar"
+    with pytest.raises(ValueError, match=r"no 'bulk_modulus'.*AFLOW"):
+        attach_conditions(ds, ["bulk_modulus"])
+    af = load_dataset("aflow_bulk_modulus", "train", limit=2, progress=False)
+    assert [c.props["bulk_modulus"] for c in attach_conditions(af, "bulk_modulus")] == [c.props["bulk_modulus"] for c in af]
+    with pytest.raises(ValueError, match="unknown condition source 'magdens'.*magnetic_density"):
+        attach_conditions(ds, ["magdens"])
+
+
+def test_joint_adapter_C_MLED_is_base_at_gamma_zero_and_uses_both_conditions(base):
+    "The (C, M_LED) adapter: trained on both; γ = 0 reproduces the base model; each condition changes the output; a missing one is null."
+    net, d, card = load_model("denovo-mp20-adapter-C-MLED")
+    assert card["conditions"] == ["compactness", "m_led"] and card["finetune_mode"] == "adapter"
+    with pytest.raises(ValueError, match=r"not trained on condition 'band_gap'"):
+        generate(n=1, model=(net, d, card), cond={"compactness": 0.7, "band_gap": 1.0}, steps=2, progress=False)
+    a = generate(n=2, model=(net, d, card), cond={"compactness": 0.7, "m_led": 9.0}, guidance=0.0, steps=3, seed=5, progress=False,
+                 return_crystals=True)
+    b = generate(n=2, model=base, steps=3, seed=5, progress=False, return_crystals=True)
+    for x, y in zip(a, b):
+        assert x.atomic_numbers.tolist() == y.atomic_numbers.tolist()
+        np.testing.assert_allclose(x.lattice, y.lattice, rtol=1e-3, atol=1e-3)
+    g = torch.Generator().manual_seed(0)
+    na = torch.tensor([4, 6])
+    st, bidx = d.prior(na, generator=g)
+    t = d.model_time(torch.tensor([300, 300]))
+    def out(c, m):
+        with torch.no_grad():
+            return net(st["types"], st["frac"], st["lattice"], na, bidx, t, cond={"compactness": torch.tensor([c, c]), "m_led": torch.tensor([m, m])})
+    ref, other_c, other_m = out(0.7, 9.0), out(0.4, 9.0), out(0.7, 10.5)
+    nan = float("nan")
+    only_c = out(0.7, nan)
+    for k in ("lattice", "frac"):
+        assert (ref[k] - other_c[k]).abs().max() > 1e-4 and (ref[k] - other_m[k]).abs().max() > 1e-4, k
+        assert (ref[k] - only_c[k]).abs().max() > 1e-5, k
