@@ -236,7 +236,7 @@ def measure_shift(df: pd.DataFrame, measures: dict, max_per_group: int | None = 
     """Add one column per measure {column: fn(Structure) -> float} to a `sample_shift` table, independently of the generator.
     Resumable: rows already measured (a value or a recorded error in `<column>_error`) are skipped; `max_per_group` measures only the
     first rows of each (gamma, target) group; `time_budget_s` stops early (the rest stays NaN); `out_path` is rewritten atomically
-    every `flush_every` new values. A failing structure (exception or non-finite value) gets NaN and its error; a measure failing on every structure raises."""
+    every `flush_every` new values; `<column>_cpu_s` records the CPU seconds of each value. A failing structure (exception or non-finite value) gets NaN and its error; a measure failing on every structure raises."""
     from pymatgen.core import Structure
     from xtalnb.train import atomic_write_text
     if not measures: raise ValueError("measure_shift needs at least one measure")
@@ -249,16 +249,19 @@ def measure_shift(df: pd.DataFrame, measures: dict, max_per_group: int | None = 
         err = f"{col}_error"
         if col not in df: df[col] = np.nan
         if err not in df: df[err] = ""
+        if f"{col}_cpu_s" not in df: df[f"{col}_cpu_s"] = np.nan
         df[err] = df[err].fillna("").astype(str)
         for i in rank.sort_values(kind="stable").index:      # round-robin over the groups: a time budget splits evenly
             if max_per_group is not None and rank[i] >= max_per_group: continue
             if np.isfinite(df.at[i, col]) or df.at[i, err]: continue
             if time_budget_s is not None and time.time() - t0 > time_budget_s: break
+            t1 = time.process_time()
             try:
                 v = float(fn(Structure.from_str(df.at[i, "structure"], fmt="json")))
                 if np.isfinite(v): df.at[i, col] = v
                 else: df.at[i, err] = f"non-finite value {v}"
             except Exception as e: df.at[i, err] = repr(e)[:300] or "error"
+            df.at[i, f"{col}_cpu_s"] = time.process_time() - t1
             new += 1
             if new % flush_every == 0: flush()
         tried = df[err].astype(bool) | np.isfinite(df[col].to_numpy(dtype=float))
