@@ -24,7 +24,7 @@ from .dos import DOS_POINTS, dos_grid, per_atom_dos
 __all__ = ['AU3NI_L12_A', 'IRO2_RUTILE', 'ZNSN3_D019', 'DOSGEN_MODES', 'l12_crystal', 'rutile_crystal', 'd019_crystal',
            'default_targets_dir', 'label_target', 'load_target', 'DOSSurrogate', 'dos_mae', 'train_dos_surrogate',
            'export_surrogate', 'dos_conditional_model', 'atom_condition', 'train_dos_conditional', 'dos_generate',
-           'dos_mae_vs', 'evaluate_candidates', 'template_similarity', 'DOSMatch']
+           'dos_mae_vs', 'evaluate_candidates', 'template_similarity', 'load_eval', 'DOSMatch', 'draw_crystal']
 
 # %% ../nbs/15_dos_generation.ipynb 5
 AU3NI_L12_A = 4.00   # Å; no experimental ordered L1₂ Au₃Ni exists (Au-Ni has a miscibility gap); Vegard's law between the PBE
@@ -403,7 +403,8 @@ def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = N
 def template_similarity(crystal: Crystal, template: Crystal, ltol: float = 0.3, stol: float = 0.5, angle_tol: float = 10.0) -> dict:
     """How much of `template` a template-guided sample kept (the sampler keeps the atom order, so site i descends from template site i):
     `same_prototype` (pymatgen StructureMatcher.fit_anonymous at DOSMatGen's Table 2 tolerances: same structure up to a relabelling of
-    the elements, any scale), `rms_anonymous` (its normalised RMS displacement, NaN if no match), `site_type_kept` (fraction of sites
+    the elements, any scale), `rms_anonymous` (its normalised RMS displacement, NaN if no match), `same_frame` / `rms_frame` (the
+    same with every atom given one element: the atomic frame alone, whatever the new composition), `site_type_kept` (fraction of sites
     with the template's element), `same_formula`, `volume_ratio` (V / V_template) and `mean_displacement` (Å: mean minimum-image
     shift of each site from its template position, net translation removed, in the sample's lattice)."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -413,15 +414,32 @@ def template_similarity(crystal: Crystal, template: Crystal, ltol: float = 0.3, 
     sm = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol)
     same = bool(sm.fit_anonymous(s, t))
     rms = sm.get_rms_anonymous(s, t)[0] if same else None
+    one = lambda x: x.copy().replace_species({el: "H" for el in x.composition.elements})   # every atom the same element
+    rms_f = sm.get_rms_dist(one(s), one(t))                    # None when the frames do not match
     d = crystal.frac_coords - template.frac_coords
     d = d - np.round(d)                                        # minimum image
     d = d - d.mean(0)                                          # remove the net translation (no origin is preferred)
     d = d - np.round(d)
     return {"same_prototype": same, "rms_anonymous": float(rms) if rms is not None else float("nan"),
+            "same_frame": rms_f is not None, "rms_frame": float(rms_f[0]) if rms_f is not None else float("nan"),
             "site_type_kept": float((crystal.atomic_numbers == template.atomic_numbers).mean()),
             "same_formula": s.composition.reduced_formula == t.composition.reduced_formula,
             "volume_ratio": float(abs(np.linalg.det(crystal.lattice)) / abs(np.linalg.det(template.lattice))),
             "mean_displacement": float(np.linalg.norm(d @ crystal.lattice, axis=1).mean())}
+
+def load_eval(tag: str, eval_dir=None) -> tuple:
+    """(table, candidates as `Crystal`s, xTB DOS of site 0 (n, 400; NaN rows where xTB failed), surrogate DOS of site 0) of a stored
+    evaluation `data/dos/eval_<tag>.csv/.npz` (written by the scripts in data/dos/)."""
+    from xtalnb.train import source_root
+    d = Path(eval_dir or source_root() / "data" / "dos")
+    p = d / f"eval_{tag}.csv"
+    if not p.exists(): raise ValueError(f"no evaluation {tag!r} in {d}; have {sorted(q.stem[5:] for q in d.glob('eval_*.csv'))}")
+    ev, a = pd.read_csv(p), np.load(d / f"eval_{tag}.npz", allow_pickle=True)
+    off = np.concatenate([[0], np.cumsum(a["num_atoms"])])
+    cs = [Crystal(a["atomic_numbers"][off[i]:off[i + 1]], a["frac_coords"][off[i]:off[i + 1]], a["lattice"][i], id=f"{tag}-{i}")
+          for i in range(len(a["num_atoms"]))]
+    if len(cs) != len(ev) or any(c.num_atoms != n for c, n in zip(cs, ev.n_atoms)): raise ValueError(f"eval_{tag}.csv and .npz disagree")
+    return ev, cs, a["xtb_dos_site0"], a["surrogate_dos_site0"]
 
 # %% ../nbs/15_dos_generation.ipynb 24
 class DOSMatch(nn.Module):
@@ -445,3 +463,47 @@ class DOSMatch(nn.Module):
         sq = torch.where(self.mask[:, None], pred - self.target.to(pred.dtype), torch.zeros_like(pred)).pow(2).sum(-1)
         per = torch.zeros(num_atoms.shape[0], dtype=pred.dtype, device=pred.device).index_add_(0, batch, sq)
         return (per / pred.shape[-1] + 1e-12).sqrt()
+
+# %% ../nbs/15_dos_generation.ipynb 28
+def draw_crystal(ax, crystal: Crystal, reps=(2, 2, 2), highlight=(0,), view=(1.0, -2.5, 0.7), size: float = 160.0,
+                 legend: bool = True) -> np.ndarray:
+    """Draw `crystal` repeated `reps` times on the matplotlib axis `ax`, seen from the Cartesian direction `view` (orthographic).
+    Sites in `highlight` (indices in the cell; every image) get a red rim. Returns the (n_drawn, 3) screen coordinates
+    (right, up, towards the viewer) in Å of the drawn atoms, cell images in `itertools.product` order."""
+    import itertools
+    from ase.data import covalent_radii
+    from ase.data.colors import jmol_colors
+    reps = tuple(int(r) for r in reps)
+    if len(reps) != 3 or min(reps) < 1: raise ValueError(f"reps must be three positive integers, got {reps}")
+    w = np.asarray(view, dtype=float)
+    if w.shape != (3,) or not np.linalg.norm(w) > 0: raise ValueError(f"view must be a non-zero 3-vector, got {view}")
+    w = w / np.linalg.norm(w)
+    up = np.array([0.0, 0.0, 1.0]) - w[2] * w                   # screen "up" = the projection of z (y when looking along z)
+    if np.linalg.norm(up) < 1e-6: up = np.array([0.0, 1.0, 0.0]) - w[1] * w
+    up /= np.linalg.norm(up)
+    right = np.cross(up, w)
+    R = np.stack([right, up, w], 1)                               # orthonormal: rows of cart @ R are screen coordinates
+    shifts = np.array(list(itertools.product(*[range(r) for r in reps])), dtype=float)
+    site = np.tile(np.arange(crystal.num_atoms), len(shifts))
+    cart = ((crystal.frac_coords[None] + shifts[:, None]).reshape(-1, 3)) @ crystal.lattice
+    P = cart @ R
+    z = crystal.atomic_numbers[site]
+    order = np.argsort(P[:, 2], kind="stable")                   # back to front
+    hl = np.isin(site, list(highlight))
+    L = crystal.lattice * np.array(reps)[:, None]                 # supercell edges
+    for i, j in itertools.combinations(range(8), 2):
+        a, b = np.array([(i >> k) & 1 for k in range(3)]), np.array([(j >> k) & 1 for k in range(3)])
+        if np.abs(a - b).sum() == 1:
+            e = np.stack([a @ L, b @ L]) @ R
+            ax.plot(e[:, 0], e[:, 1], color="0.75", lw=0.6, zorder=0)
+    ax.scatter(P[order, 0], P[order, 1], s=size * (covalent_radii[z[order]] / 1.4) ** 2, c=jmol_colors[z[order]],
+               edgecolors=np.where(hl[order, None], [[0.85, 0, 0, 1]], [[0, 0, 0, 0.6]]), linewidths=np.where(hl[order], 2.0, 0.4), zorder=1)
+    if legend:
+        from matplotlib.lines import Line2D
+        from pymatgen.core import Element
+        els = list(dict.fromkeys(int(x) for x in crystal.atomic_numbers))
+        ax.legend(handles=[Line2D([], [], marker="o", ls="", color=jmol_colors[e], markeredgecolor="k", markersize=6,
+                                  label=Element.from_Z(e).symbol) for e in els], fontsize=6, loc="upper right", frameon=False,
+                  handletextpad=0.1, borderpad=0.1, ncol=min(len(els), 4))
+    ax.set_aspect("equal"); ax.axis("off")
+    return P

@@ -49,3 +49,16 @@ for g in GAMMAS:
         ev.to_csv(p, index=False)
         print(f"{tag}: {len(cs)} crystals ({len(cs.failed)} degenerate), sampling {t_gen:.0f} s, total {time.time() - t_start:.0f} s\n"
               f"{ev.drop(columns=['tag']).to_string()}", flush=True)
+
+# similarity columns of finished tags written before template_similarity had same_frame / rms_frame: recomputed from the stored
+# crystals (cheap; the DOS columns are untouched)
+from xtalnb.dosgen import load_eval
+from xtalnb.train import atomic_write_text
+for p in sorted(OUT.glob("eval_template_t*_g*.csv")):
+    ev = pd.read_csv(p)
+    if "same_frame" in ev: continue
+    _, cs, _, _ = load_eval(p.stem[5:], OUT)
+    sim = pd.DataFrame([template_similarity(c, templ) for c in cs])
+    for k in sim: ev[k] = sim[k]
+    atomic_write_text(ev.to_csv(index=False), p)
+    print(f"{p.name}: similarity columns recomputed", flush=True)
