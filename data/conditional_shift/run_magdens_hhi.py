@@ -25,5 +25,5 @@ else:                         # budget = wall seconds of training for this call 
     print(f"training on {len(subset)} labelled crystals", flush=True)
     res = finetune_conditional(NAME, ["magnetic_density", "hhi"], train_set=subset, steps=STEPS, lr=1e-3, batch_size=32, p_uncond=0.2,
                                time_budget_s=budget, caches={"magnetic_density": cache}, progress=False,
-                               data_desc="mp20_subset train, random subset with CHGNet magnetic-density labels")
+                               data_desc="mp20_subset train, crystals with a CHGNet single-point magnetic-density label")
     print({k: v for k, v in res.items() if k != "card"}, flush=True)
