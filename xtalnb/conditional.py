@@ -23,8 +23,8 @@ from .diffusion import NUM_TYPES
 __all__ = ['CSV_PROPS', 'DATASET_PROPS', 'COMPUTED_PROPS', 'CACHED_PROPS', 'FINETUNE_MODES', 'ELEMENT_PROPS', 'condition_kind',
            'chemical_system_vector', 'space_group_number', 'default_m_led_cache', 'default_label_cache',
            'attach_conditions', 'condition_specs', 'conditional_model', 'finetune_conditional', 'sample_shift',
-           'measure_shift', 'guidance_shift', 'element_table', 'structure_features', 'PropertyRegressor',
-           'fit_property_regressor', 'save_regressor', 'load_regressor']
+           'measure_shift', 'within_cell_limits', 'guidance_shift', 'element_table', 'structure_features',
+           'PropertyRegressor', 'fit_property_regressor', 'save_regressor', 'load_regressor']
 
 # %% ../nbs/11_conditional.ipynb 5
 CSV_PROPS = ("formation_energy_per_atom", "band_gap", "e_above_hull")   # columns of the MP-20 CSV, read by xtalnb.data
@@ -272,6 +272,18 @@ def measure_shift(df: pd.DataFrame, measures: dict, max_per_group: int | None = 
             warnings.warn(f"measure {col!r} failed on {nerr} of {int(tried.sum())} structures; first error: {first}")
     flush()
     return df
+
+def within_cell_limits(measure, min_volume_per_atom: float = 1.0, min_distance: float = 0.5):
+    """`measure` refusing collapsed or overlapping cells (volume per atom or shortest interatomic distance, periodic images
+    included, below the limits of `xtalnb.relax.CellLimits`) with a ValueError instead of calling it: an ML potential on a
+    cell squeezed to 0.2 Å³/atom builds an enormous neighbour graph (one such sample exhausted the memory)."""
+    def guarded(s):
+        v = s.volume / len(s)
+        if not v >= min_volume_per_atom: raise ValueError(f"collapsed cell: {v:.3g} Å³/atom < {min_volume_per_atom}")
+        d = s.distance_matrix + np.diag([min(s.lattice.abc)] * len(s)) if len(s) > 1 else np.array([[min(s.lattice.abc)]])
+        if not d.min() >= min_distance: raise ValueError(f"overlapping atoms: {d.min():.3g} Å < {min_distance}")
+        return measure(s)
+    return guarded
 
 def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 100, seed: int = 0, device="cpu",
                    measure=None, progress: bool = False) -> pd.DataFrame:

@@ -258,11 +258,12 @@ def train_regressor(regressor: TimeRegressor, diffusion, crystals: list, prop: s
 
 class ClassifierGuidance:
     "Modifier: adds scale·∇_{x_t} log N(y; f(x_t,t), σ_y²) to the lattice, coordinate and (continuous) type scores."
-    def __init__(self, regressor, target: float, scale: float = 1.0, sigma_y: float = 1.0,
+    def __init__(self, regressor, target, scale: float = 1.0, sigma_y: float = 1.0,
                  fields=("lattice", "frac", "types")):
         if not sigma_y > 0: raise ValueError(f"sigma_y must be > 0, got {sigma_y}")
         if bad := set(fields) - {"lattice", "frac", "types"}: raise ValueError(f"unknown fields {sorted(bad)}")
-        self.regressor, self.target, self.scale, self.sigma_y, self.fields = regressor, float(target), float(scale), float(sigma_y), tuple(fields)
+        self.regressor, self.scale, self.sigma_y, self.fields = regressor, float(scale), float(sigma_y), tuple(fields)
+        self.target = target if callable(target) else float(target)     # a number, or ctx -> (B,) tensor (e.g. depending on num_atoms)
 
     def grad_log_likelihood(self, state: dict, t, ctx) -> dict:
         "∇_{x_t} log p(y|x_t) for each guided continuous field (autograd through the regressor only)."
@@ -272,7 +273,8 @@ class ClassifierGuidance:
             st = {**state, **leaves}
             f = self.regressor(st["types"], st["frac"], st["lattice"], ctx.num_atoms, ctx.batch,
                                ctx.diffusion.model_time(t).to(st["frac"].dtype))
-            logp = -(((f - self.target) ** 2) / (2 * self.sigma_y ** 2)).sum()
+            y = self.target(ctx) if callable(self.target) else self.target
+            logp = -(((f - y) ** 2) / (2 * self.sigma_y ** 2)).sum()
             grads = torch.autograd.grad(logp, [leaves[k] for k in fields], allow_unused=True)
         return {k: (torch.zeros_like(leaves[k]) if gr is None else gr) for k, gr in zip(fields, grads)}
 

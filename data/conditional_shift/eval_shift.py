@@ -20,7 +20,8 @@ SETUPS = {   # model, targets, gammas, measures (imported lazily), max_per_group
 def measures(names):
     from xtalnb.metrics import compactness, m_led, hhi
     from xtalnb.relax import magnetic_density, bulk_modulus
-    allm = {"C": compactness, "M_LED": m_led, "HHI": hhi, "magnetic_density_chgnet": magnetic_density,
+    from xtalnb.conditional import within_cell_limits
+    allm = {"C": compactness, "M_LED": m_led, "HHI": hhi, "magnetic_density_chgnet": within_cell_limits(magnetic_density),
             "bulk_modulus_chgnet": lambda s: bulk_modulus(s, relax_first=True, max_steps=200, fmax=0.1)}
     return {k: allm[k] for k in names}
 
