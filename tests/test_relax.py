@@ -134,3 +134,13 @@ def test_bulk_modulus():
     assert B == pytest.approx(80, rel=1e-3)
     res = R.eos_fit(bulk("Cu"), relax_ions=False)
     assert res.status == "ok" and abs(res.bulk_modulus - 140) < 0.35 * 140    # experiment 137-140 GPa
+
+
+def test_eos_fit_timeout():
+    "A relaxation inside the E(V) fit that outruns `timeout_s` ends the fit with status 'timeout', not a hang or a number."
+    a = bulk("Cu", cubic=True)
+    a.rattle(0.05, seed=0)                       # forces well above fmax, so the first relaxation needs more than one step
+    res = R.eos_fit(a, timeout_s=1e-9)
+    assert res.status == "timeout" and np.isnan(res.bulk_modulus), (res.status, res.reason)
+    with pytest.raises(ValueError, match="timeout_s"):
+        R.eos_fit(bulk("Cu"), timeout_s=0)

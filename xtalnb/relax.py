@@ -794,17 +794,22 @@ class EOSResult:
     reason: str = ""
 
 def eos_fit(x, strain: float = 0.06, n_points: int = 7, relax_first: bool = True, relax_ions: bool = True,
-            fmax: float = 0.05, max_steps: int = 300, device="cpu", eos: str = "birchmurnaghan") -> EOSResult:
-    "CHGNet E(V) on `n_points` volumes V0(1+s), |s| <= `strain`, fitted with ASE's `EquationOfState`."
+            fmax: float = 0.05, max_steps: int = 300, device="cpu", eos: str = "birchmurnaghan",
+            timeout_s: float | None = 300.0) -> EOSResult:
+    """CHGNet E(V) on `n_points` volumes V0(1+s), |s| <= `strain`, fitted with ASE's `EquationOfState`.
+    `timeout_s` bounds each relaxation (the initial one and each fixed-volume one); a stuck one ends the fit with status 'timeout'."""
     if not 0 < strain < 0.5 or n_points < 5:
         raise ValueError(f"need 0 < strain < 0.5 and n_points >= 5, got strain={strain}, n_points={n_points}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive seconds or None, got {timeout_s!r}")
     with torch_threads(1):
-        return _eos_fit(x, strain, n_points, relax_first, relax_ions, fmax, max_steps, device, eos)
+        return _eos_fit(x, strain, n_points, relax_first, relax_ions, fmax, max_steps, device, eos, timeout_s)
 
-def _eos_fit(x, strain, n_points, relax_first, relax_ions, fmax, max_steps, device, eos) -> EOSResult:
+def _eos_fit(x, strain, n_points, relax_first, relax_ions, fmax, max_steps, device, eos, timeout_s=None) -> EOSResult:
     from ase.eos import EquationOfState
     if relax_first:
-        r0 = _relax_atoms(to_atoms(x), fmax=fmax, max_steps=max(max_steps, 500), relax_cell=True, device=device)
+        r0 = _relax_atoms(to_atoms(x), fmax=fmax, max_steps=max(max_steps, 500), relax_cell=True, device=device,
+                          timeout_s=timeout_s)
         if not r0.ok:
             return EOSResult(math.nan, status=r0.status, reason=f"initial relaxation: {r0.reason}")
         a0 = r0.crystal.to_atoms()
@@ -815,7 +820,7 @@ def _eos_fit(x, strain, n_points, relax_first, relax_ions, fmax, max_steps, devi
         a = a0.copy()
         a.set_cell(a0.cell * (1 + s) ** (1 / 3), scale_atoms=True)
         if relax_ions:
-            r = _relax_atoms(a, fmax=fmax, max_steps=max_steps, relax_cell=False, device=device)
+            r = _relax_atoms(a, fmax=fmax, max_steps=max_steps, relax_cell=False, device=device, timeout_s=timeout_s)
             if not r.ok:
                 return EOSResult(math.nan, status=r.status, reason=f"ion relaxation at s={s:+.3f}: {r.reason}")
             e = r.energy_per_atom * len(a)
