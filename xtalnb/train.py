@@ -176,6 +176,8 @@ class TrainConfig:
     p_atom_uncond: float = 0.0        # per-atom dropout of the per-atom condition, on top of p_uncond per crystal
     compactness_weight: float = 0.0   # λ_C of PIGEN Eq. (3): λ_C |C(x̂_0) − C_0|² (0 = off, training unchanged)
     compactness_type_temperature: float = 0.1   # softmax temperature turning continuous x̂_0 types into probabilities
+    compactness_t_max: int | None = None  # apply the term only at timesteps t <= this (x̂_0 from high t can be near-singular)
+    compactness_huber: float | None = None  # |ΔC| beyond this counts linearly (Huber), bounding the per-crystal gradient
     log_every: int = 10
     val_every: int = 500
     val_size: int = 256
@@ -196,6 +198,10 @@ class TrainConfig:
             raise ValueError(f"compactness_weight must be >= 0, got {self.compactness_weight}")
         if not self.compactness_type_temperature > 0:
             raise ValueError(f"compactness_type_temperature must be > 0, got {self.compactness_type_temperature}")
+        if self.compactness_t_max is not None and not int(self.compactness_t_max) >= 1:
+            raise ValueError(f"compactness_t_max must be a timestep >= 1 or None, got {self.compactness_t_max}")
+        if self.compactness_huber is not None and not self.compactness_huber > 0:
+            raise ValueError(f"compactness_huber must be > 0 or None, got {self.compactness_huber}")
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     "Linear warm-up to `lr`, then cosine decay to `lr_min` at `steps`."
@@ -359,7 +365,8 @@ def step_losses(model, diffusion, batch, step: int, cfg: TrainConfig, rank: int 
     rows = diffusion.loss_rows(out, targets, batch)
     weights = dict(cfg.loss_weights)
     if cfg.compactness_weight > 0:                                   # PIGEN Eq. (3); skipped entirely when off
-        rows["compactness"] = compactness_loss_rows(diffusion, out, noisy, t, batch, task, cfg.compactness_type_temperature)
+        rows["compactness"] = compactness_loss_rows(diffusion, out, noisy, t, batch, task, cfg.compactness_type_temperature,
+                                                    t_max=cfg.compactness_t_max, huber=cfg.compactness_huber)
         weights["compactness"] = cfg.compactness_weight
     if task == "csp":
         weights["types"] = 0.0
@@ -526,10 +533,20 @@ def predicted_compactness(diffusion, out, noisy, t, batch, task: str = "denovo",
         probs = torch.softmax(A0 / type_temperature, -1)
     return compactness_torch(L0, probs, batch.num_atoms, batch.batch)
 
-def compactness_loss_rows(diffusion, out, noisy, t, batch, task: str = "denovo", type_temperature: float = 0.1) -> torch.Tensor:
-    "Per-crystal |C(x̂_0) − C_0|² (B,), C_0 from the clean crystal."
+def compactness_loss_rows(diffusion, out, noisy, t, batch, task: str = "denovo", type_temperature: float = 0.1,
+                          t_max: int | None = None, huber: float | None = None) -> torch.Tensor:
+    """Per-crystal |C(x̂_0) − C_0|² (B,), C_0 from the clean crystal. `huber` = δ: rows with |ΔC| > δ become δ(2|ΔC| − δ)
+    (same value and slope at δ, gradient bounded by 2δ); `t_max`: rows of crystals noised beyond t_max are 0 (no gradient)."""
     c0 = compactness_torch(batch.lattice.to(out["lattice"].dtype), batch.atomic_numbers, batch.num_atoms, batch.batch)
-    return (predicted_compactness(diffusion, out, noisy, t, batch, task, type_temperature) - c0) ** 2
+    d = predicted_compactness(diffusion, out, noisy, t, batch, task, type_temperature) - c0
+    if huber is None:
+        rows = d ** 2
+    else:
+        a = d.abs()
+        rows = torch.where(a <= huber, d ** 2, huber * (2 * a - huber))
+    if t_max is not None:
+        rows = torch.where(t <= t_max, rows, torch.zeros_like(rows))
+    return rows
 
 # %% ../nbs/06_train.ipynb 34
 DEFAULT_MODELS = {
