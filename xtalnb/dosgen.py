@@ -439,7 +439,9 @@ def load_eval(tag: str, eval_dir=None) -> tuple:
     cs = [Crystal(a["atomic_numbers"][off[i]:off[i + 1]], a["frac_coords"][off[i]:off[i + 1]], a["lattice"][i], id=f"{tag}-{i}")
           for i in range(len(a["num_atoms"]))]
     if len(cs) != len(ev) or any(c.num_atoms != n for c, n in zip(cs, ev.n_atoms)): raise ValueError(f"eval_{tag}.csv and .npz disagree")
-    return ev, cs, a["xtb_dos_site0"], a["surrogate_dos_site0"]
+    xd = a["xtb_dos_site0"]
+    if xd.ndim == 0: xd = np.full((len(cs), DOS_POINTS), np.nan, dtype=np.float32)     # stored as None when no xTB result exists
+    return ev, cs, xd, a["surrogate_dos_site0"]
 
 # %% ../nbs/15_dos_generation.ipynb 24
 class DOSMatch(nn.Module):

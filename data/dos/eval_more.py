@@ -7,6 +7,8 @@ CPU budget: per tag only the `K` cheapest candidates (smallest 7 Ã… supercell â‰
 the others are recorded as "not run (budget)". Resumable: a finished tag (data/dos/eval_<tag>.csv) is skipped.
 
     OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_more.py fixed masked > data/dos/eval_more.log 2>&1 &
+
+`complete <tag> ...` later runs xTB on the rows of finished tags that were "not run (budget)" (same settings; csv and npz updated).
 """
 import sys, time
 from pathlib import Path
@@ -56,3 +58,26 @@ if "fixed" in sys.argv[1:]:
 if "masked" in sys.argv[1:]:
     for g in (2.0, 0.0):
         run(f"masked_g{g:g}_s1", 2, per_n=True, num_atoms=NUMS, gamma=g, seed=1)
+
+def complete(tag):
+    from xtalnb.dosgen import load_eval
+    from xtalnb.train import atomic_write_text
+    p = OUT / f"eval_{tag}.csv"
+    ev, cs, xd, _ = load_eval(tag, OUT)
+    a = dict(np.load(OUT / f"eval_{tag}.npz", allow_pickle=True))
+    todo = ev.index[ev.xtb_status == "not run (budget)"].tolist()
+    for i in todo:
+        t0 = time.time()
+        r = evaluate_candidates([cs[i]], y, None, xtb=True, min_length=7.0, max_super_atoms=80).iloc[0]
+        for k in ("mae_xtb_vs_target", "xtb_status", "xtb_n_super", "xtb_gap", "xtb_seconds"):
+            ev.loc[i, k] = r.get(k, np.nan)
+        if r.xtb_status == "ok": a["xtb_dos_site0"][i] = r.xtb_dos_site
+        print(f"{tag} #{i} {ev.formula[i]}: {str(r.xtb_status)[:60]} MAE {r.mae_xtb_vs_target:.3f} ({time.time() - t0:.0f} s)", flush=True)
+        def w(tmp): np.savez_compressed(open(tmp, "wb"), **a)
+        from xtalnb.dos import _atomic_write
+        _atomic_write(OUT / f"eval_{tag}.npz", w)
+        atomic_write_text(ev.to_csv(index=False), p)
+
+if "complete" in sys.argv[1:]:
+    for tag in sys.argv[sys.argv.index("complete") + 1:]:
+        complete(tag)
