@@ -179,3 +179,16 @@ def test_store_resumes_and_records_failures(tmp_path):
     np.testing.assert_array_equal(back["NaCl"].atomic_numbers, NACL.atomic_numbers)
     with pytest.raises(ValueError, match="unique"):
         label_dos([SI, SI], tmp_path / "dup", **kw)
+
+
+def test_committed_store_loads_every_ok_row():
+    "Every 'ok' row of the committed label store loads, including cells whose levels leave no gap (empty gap field -> NaN)."
+    import csv
+    from xtalnb.dos import _num
+    from xtalnb.train import source_root
+    store = source_root() / "data" / "dos"
+    rows = [r for r in csv.DictReader(open(store / "index.csv")) if r["status"] == "ok"]
+    got = load_dos_store(store)
+    assert len(got) == len(rows) > 400
+    assert all(c.atom_props["dos"].shape == (c.num_atoms, DOS_POINTS) for c in got)
+    assert np.isnan(_num("")) and _num("0.25") == 0.25

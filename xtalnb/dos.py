@@ -309,6 +309,10 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
             pool.shutdown()
     return index
 
+def _num(v) -> float:
+    "An index field as a float; empty (a level set with no gap: all levels on one side of E_F) is NaN."
+    return float("nan") if v is None or (isinstance(v, str) and not v.strip()) else float(v)
+
 def load_dos_store(out_dir, split: str | None = None) -> CrystalDataset:
     "Read a `label_dos` store back: `Crystal`s with `atom_props['dos']` (float32, states/eV/atom on `dos_grid()`)."
     out = Path(out_dir)
@@ -327,7 +331,7 @@ def load_dos_store(out_dir, split: str | None = None) -> CrystalDataset:
             r, sl = info.loc[sid], slice(offs[k], offs[k + 1])
             crystals.append(Crystal(a["atomic_numbers"][sl].astype(np.int64), a["frac_coords"][sl].astype(np.float64),
                                     a["lattice"][k].astype(np.float64), id=sid,
-                                    props=dict(split=r.split, e_fermi=float(r.e_fermi), gap=float(r.gap)),
+                                    props=dict(split=r.split, e_fermi=_num(r.e_fermi), gap=_num(r.gap)),
                                     atom_props=dict(dos=a["dos"][sl].astype(np.float32))))
     return CrystalDataset(crystals, "dos_xtb", split or "all", [out])
 
