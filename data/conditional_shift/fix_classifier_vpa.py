@@ -6,19 +6,16 @@ import json, time, numpy as np, pandas as pd, torch
 torch.set_num_threads(1)
 from pathlib import Path
 from xtalnb.crystal import Crystal, CrystalBatch
-from xtalnb.data import load_dataset, draw_num_atoms
+from xtalnb.data import draw_num_atoms
 from xtalnb.guidance import TimeRegressor, train_regressor, ClassifierGuidance
 from xtalnb.sampling import SamplerHooks, sample
-from xtalnb.train import load_model, atomic_write_text
+from xtalnb.train import atomic_write_text
 from xtalnb.metrics import structural_validity
 
+from _vpa_demo import N, STEPS, TARGET, demo_setup
+
 out_dir = Path(__file__).resolve().parent
-net, dnv, dcard = load_model("denovo-mp20")
-N, STEPS, TARGET = 32, 100, 30.0
-train = load_dataset("mp20_subset", "train", progress=False)
-rng = np.random.default_rng(0)
-sub_idx = rng.choice(len(train), 4000, replace=False)
-sub = [train[int(i)] for i in sub_idx]
+net, dnv, dcard, train, rng, sub_idx, sub = demo_setup()
 for c in sub: c.props["logV"] = float(np.log(c.volume))
 torch.manual_seed(0); reg = TimeRegressor(hidden=64, layers=2, num_freqs=4)
 t0 = time.time(); vl = train_regressor(reg, dnv, sub, "logV", steps=800, batch_size=32, lr=2e-3); t_train = time.time() - t0
