@@ -192,3 +192,38 @@ def test_committed_store_loads_every_ok_row():
     assert len(got) == len(rows) > 400
     assert all(c.atom_props["dos"].shape == (c.num_atoms, DOS_POINTS) for c in got)
     assert np.isnan(_num("")) and _num("0.25") == 0.25
+
+
+def test_deferred_retry_ladder_finishes_in_a_second_pass(tmp_path, monkeypatch):
+    "A first pass with retries=() records how far each failed SCF got; retry_failed='deferred' finishes exactly those."
+    import pandas as pd
+    import xtalnb.dos as dos
+    real = dos.xtb_levels
+
+    def flaky(crystal, damping=None, **kw):        # "NaCl" only converges with the damped mixer of the first retry
+        if crystal.id == "NaCl" and damping is None:
+            raise SCFError("TBLiteRuntimeError: SCF not converged in 100 cycles")
+        return real(crystal, damping=damping, **kw)
+    monkeypatch.setattr(dos, "xtb_levels", flaky)
+    kw = dict(min_length=5.0, chunk_size=1, progress=False)
+    idx = label_dos([SI, NACL], tmp_path, split="x", retries=(), **kw)          # pass 1: no retries
+    assert list(idx.status) == ["ok", "failed"] and int(idx.attempts.iloc[1]) == 1
+    # an old-style failure (full ladder, attempts not recorded) and a non-SCF failure must not be retried
+    old = pd.DataFrame([dict(id="old", split="x", status="failed", attempts="", error="SCFError: GFN1-xTB SCF failed in every attempt"),
+                        dict(id="big", split="x", status="failed", attempts="", error="ValueError: supercell too big")])
+    pd.concat([dos.read_dos_index(tmp_path), old], ignore_index=True)[dos.INDEX_COLUMNS].to_csv(tmp_path / "index.csv", index=False)
+    old_al, big = Crystal(AL.atomic_numbers, AL.frac_coords, AL.lattice, id="old"), Crystal(SI.atomic_numbers, SI.frac_coords, SI.lattice, id="big")
+    idx = label_dos([SI, NACL, old_al, big], tmp_path, split="x", retry_failed="deferred", **kw)   # pass 2: full ladder
+    got = idx.set_index("id")
+    assert sorted(got.index) == ["NaCl", "Si", "big", "old"]
+    assert got.loc["NaCl", "status"] == "ok" and int(got.loc["NaCl", "attempts"]) == 2      # rescued by the first retry
+    assert got.loc["old", "status"] == got.loc["big", "status"] == "failed"                  # not tried again (would succeed)
+    g, lv = dos.per_atom_dos(NACL, min_length=5.0)              # same label as a single full-ladder run
+    assert lv.attempts == 2
+    back = {c.id: c for c in load_dos_store(tmp_path)}
+    np.testing.assert_allclose(back["NaCl"].atom_props["dos"],
+                               g, atol=2e-3 * g.max())
+    idx2 = label_dos([SI, NACL, old_al, big], tmp_path, split="x", retry_failed="deferred", **kw)   # nothing left
+    assert len(idx2) == len(idx) == 4
+    with pytest.raises(ValueError, match="retry_failed"):
+        label_dos([SI], tmp_path, retry_failed="all", **kw)

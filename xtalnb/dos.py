@@ -214,7 +214,9 @@ def per_atom_dos(crystal: Crystal, grid=None, sigma: float = 0.2, min_length: fl
         except SCFError as e:
             errors.append(f"{T:g} K/damping {damping}: {str(e)[:120]}")
     else:
-        raise SCFError("GFN1-xTB SCF failed in every attempt: " + " | ".join(errors))
+        err = SCFError("GFN1-xTB SCF failed in every attempt: " + " | ".join(errors))
+        err.attempts = len(errors)     # the labeller records it, so a later run can finish a shorter retry ladder
+        raise err
     lv.attempts = len(errors) + 1
     return levels_dos(lv, grid, sigma), lv
 
@@ -250,18 +252,25 @@ def _label_one(args):
                    e_fermi=lv.fermi, gap=lv.gap, error="")
     except Exception as e:
         g = None
-        row.update(status="failed", error=f"{type(e).__name__}: {str(e).strip()[:300]}")
+        row.update(status="failed", attempts=getattr(e, "attempts", ""), error=f"{type(e).__name__}: {str(e).strip()[:300]}")
     row.update(seconds=round(time.perf_counter() - t0, 3), cpu_seconds=round(time.process_time() - c0, 3))
     return row, g
 
 def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: int = 1, limit: int | None = None,
-              retry_failed: bool = False, progress: bool = True, sigma: float = 0.2, min_length: float = 10.0,
+              retry_failed: bool | str = False, progress: bool = True, sigma: float = 0.2, min_length: float = 10.0,
               etemp: float = 300.0, retries=((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1)),
               projection: str = "mulliken", max_super_atoms: int = 300) -> pd.DataFrame:
     "Label `crystals` with per-atom GFN1-xTB DOS into `out_dir` (npz shards + index.csv), skipping finished ids; returns the index."
+    # retry_failed: True redoes every failed id; "deferred" only SCF failures that stopped before the end of `retries`
+    # (e.g. a first pass with retries=() that labels the easy SCFs first and leaves the retry ladder for a second pass)
+    if retry_failed not in (False, True, "deferred"):
+        raise ValueError(f"retry_failed must be False, True or 'deferred', got {retry_failed!r}")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     index = read_dos_index(out)
-    if retry_failed:
+    if retry_failed == "deferred":
+        tried = pd.to_numeric(index.attempts, errors="coerce")      # empty for rows written before attempts were recorded
+        index = index[~((index.status == "failed") & index.error.str.startswith("SCFError") & (tried < 1 + len(retries)))]
+    elif retry_failed:
         index = index[index.status == "ok"]
     done = set(index.id)
     ids = [str(c.id) for c in crystals]
