@@ -166,14 +166,16 @@ def conditional_model(base, cond_specs, mode: str = "adapter", seed: int = 0):
 def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adapter", train_set=None, run_dir=None, steps: int = 2000,
                          batch_size: int = 32, lr: float = 5e-4, p_uncond: float = 0.2, time_budget_s: float | None = None,
                          until_step: int | None = None, m_led_cache=None, seed: int = 0, device="cpu", progress: bool = True,
-                         export: bool = True, out_dir=None, caches: dict | None = None, data_desc: str | None = None, **train_kw) -> dict:
+                         export: bool | str = "done", out_dir=None, caches: dict | None = None, data_desc: str | None = None, **train_kw) -> dict:
     """Train a conditional model on the global conditions `props` (see `attach_conditions`) starting from the shipped `base`
-    (`conditional_model` modes), resumable in `run_dir`; when the run is complete (or `export=True` after any call) the EMA
-    weights are written as `<out_dir or data/checkpoints>/<name>.pt` with a model card holding `condition_ranges`.
+    (`conditional_model` modes), resumable in `run_dir`. `export="done"` (default) writes the EMA weights as
+    `<out_dir or data/checkpoints>/<name>.pt` with a model card holding `condition_ranges` once the run is complete, so a short
+    or interrupted call never replaces a shipped checkpoint; `export=True` writes the current EMA after any call, `False` never.
     `caches`: label caches for `attach_conditions`; `data_desc`: what the training set is, for the card (default: MP-20 train)."""
     from xtalnb.data import load_dataset, num_atoms_distribution
     from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
     if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
+    if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     props = [props] if isinstance(props, str) else list(props)
     base_net, diffusion, base_card = load_model(base, device=device) if isinstance(base, (str, Path)) else base
     task = base_card.get("task", "denovo")
@@ -192,7 +194,7 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
     n_train = sum(p.numel() for p in params)
     out = {"step": res["step"], "done": res["done"], "elapsed_s": res["elapsed_s"], "this_call_s": time.time() - t0,
            "trainable_parameters": n_train, "run_dir": str(run_dir)}
-    if export:
+    if export is True or (export == "done" and res["done"]):
         st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
         card = {"task": task, "family": diffusion.config.get("family"), "base_model": base_card.get("name"), "base_sha256": base_card.get("sha256"),
                 "finetune_mode": mode, "conditions": props, "condition_ranges": ranges, "p_uncond": p_uncond,
