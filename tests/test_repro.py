@@ -65,3 +65,15 @@ def test_repro_notebook_smoke(name, tmp_path):
         vals = table[c]
         assert vals.notna().all() and vals.astype(str).str.strip().ne("").all(), f"{name}: empty paper values in {c!r}"
     assert run_repro([name], scale="smoke", root=tmp_path)[0]["status"] == "skipped"   # inputs unchanged
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_is_visible_to_papermill(name):
+    "papermill only injects (and `papermill -p` only accepts quietly) the names it can parse in the parameters cell."
+    import re
+    import papermill as pm
+    nb = json.loads((ROOT / "nbs" / "repro" / f"{name}.ipynb").read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{name}: expected one cell tagged 'parameters'"
+    assigned = set(re.findall(r"^(\w+)\s*=", "".join(cells[0]["source"]), re.M)) - {"_g"}
+    assert assigned and assigned <= set(pm.inspect_notebook(str(ROOT / "nbs" / "repro" / f"{name}.ipynb")))
