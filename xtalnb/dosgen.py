@@ -365,23 +365,55 @@ def dos_mae_vs(a, b) -> float:
     return float(np.abs(a - b).mean())
 
 def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = None, site=0, target_pred=None, xtb: bool = True,
-                        min_length: float = 7.0, max_super_atoms: int = 200, device="cpu") -> pd.DataFrame:
+                        min_length: float = 7.0, max_super_atoms: int = 200, relax=None, device="cpu") -> pd.DataFrame:
     """One row per generated crystal: formula, element of `site`, MAE(ŷ_gen, y) (surrogate on the generated crystal vs the target y),
     MAE(ŷ_gen, ŷ) when `target_pred` = ŷ (surrogate on the reference structure) is given, and MAE(y_gen^xTB, y): the DOS of the
     generated crystal recomputed with GFN1-xTB (same settings as the labels; a failed SCF or too large a supercell is recorded).
     `site` may be a tuple of conditioned sites (template-guided generation): the columns above are for the first one, and
-    `*_sites` columns hold the mean MAE over all of them (`site_Zs`: their elements)."""
+    `*_sites` columns hold the mean MAE over all of them (`site_Zs`: their elements).
+    `relax`: CHGNet-relax every candidate first, as DOSMatGen's workflow does (True, or keyword arguments of `xtalnb.relax.relax`;
+    default fmax 0.1 eV/Å, ≤ 200 FIRE steps, 120 s), and evaluate the relaxed structure (CHGNet keeps the atom order, so `site`
+    is the same atom). Adds `relax_status`, `relax_steps`, `relax_energy_per_atom`, `e_form_per_atom` (CHGNet, against the
+    elemental references of `xtalnb.relax`), `relax_volume_ratio` (V_relaxed / V_generated) and `relax_displacement`
+    (mean site displacement, Å, fractional shifts taken on the relaxed cell); a failed relaxation leaves the DOS columns NaN."""
     sites = (int(site),) if np.isscalar(site) else tuple(int(s) for s in site)
     if not sites: raise ValueError("site must be an atom index or a non-empty tuple of indices")
     crystals = list(crystals)
     if bad := [c.id for c in crystals if max(sites) >= c.num_atoms]:
         raise ValueError(f"site {max(sites)} is not an atom of {len(bad)} crystals (first: {bad[0]})")
     first, many = sites[0], len(sites) > 1
-    pred = surrogate.predict(crystals, device=device) if surrogate is not None and crystals else [None] * len(crystals)
+    orig, pre = list(crystals), [{} for _ in crystals]
+    if relax:
+        from xtalnb.relax import formation_energy_per_atom, relax as chgnet_relax
+        kw = {"fmax": 0.1, "max_steps": 200, "timeout_s": 120.0, **(relax if isinstance(relax, dict) else {})}
+        results = chgnet_relax(crystals, device=device, progress=False, **kw)
+        for k, (c, res) in enumerate(zip(list(crystals), results)):
+            pre[k] = {"relax_status": res.status, "relax_steps": res.n_steps, "relax_energy_per_atom": res.energy_per_atom}
+            if not res.ok:
+                crystals[k] = None
+                continue
+            rc = res.crystal
+            if not np.array_equal(rc.atomic_numbers, c.atomic_numbers):
+                raise RuntimeError(f"relaxation of {c.id} changed the atom order")
+            d = rc.frac_coords - c.frac_coords
+            pre[k]["relax_displacement"] = float(np.linalg.norm((d - np.round(d)) @ rc.lattice, axis=1).mean())
+            pre[k]["relax_volume_ratio"] = float(abs(np.linalg.det(rc.lattice)) / abs(np.linalg.det(c.lattice)))
+            try:
+                pre[k]["e_form_per_atom"] = formation_energy_per_atom(res, device=device)
+            except Exception as e:
+                pre[k]["e_form_per_atom"] = float("nan"); pre[k]["e_form_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+            crystals[k] = Crystal(rc.atomic_numbers, rc.frac_coords, rc.lattice, id=c.id)
+    live = [c for c in crystals if c is not None]
+    pred_live = iter(surrogate.predict(live, device=device) if surrogate is not None and live else [None] * len(live))
+    pred = [next(pred_live) if c is not None else None for c in crystals]
     rows = []
-    for c, p in zip(crystals, pred):
-        r = {"formula": c.to_structure().composition.reduced_formula, "n_atoms": c.num_atoms, "site_Z": int(c.atomic_numbers[first])}
-        if many: r["site_Zs"] = " ".join(str(int(c.atomic_numbers[s])) for s in sites)
+    for c0, c, p, extra in zip(orig, crystals, pred, pre):
+        r = {"formula": c0.to_structure().composition.reduced_formula, "n_atoms": c0.num_atoms, "site_Z": int(c0.atomic_numbers[first]),
+             **extra}
+        if many: r["site_Zs"] = " ".join(str(int(c0.atomic_numbers[s])) for s in sites)
+        if c is None:          # relaxation failed: no structure to evaluate
+            rows.append(dict(r, mae_xtb_vs_target=float("nan"), xtb_status="not run (relaxation failed)") if xtb else r)
+            continue
         if p is not None:
             r["mae_surrogate_vs_target"] = dos_mae_vs(p[first], target_dos)
             if target_pred is not None: r["mae_surrogate_vs_target_pred"] = dos_mae_vs(p[first], target_pred)
