@@ -196,9 +196,12 @@ def test_train_dos_conditional_runs_the_one_loop_and_resumes(tmp_path):
            for i, c in enumerate([AU, IR, AU, IR])]
     kw = dict(steps=8, batch_size=2, ckpt_every=2, progress=False, out_dir=tmp_path, lr=1e-2)
     a = train_dos_conditional("a", lab, base=base, run_dir=tmp_path / "ra", **kw)
-    b = train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", until_step=3, export=False, **kw)
-    assert b["step"] == 3 and not b["done"]
-    b = train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", **kw)
+    b = train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", until_step=3, **kw)
+    assert b["step"] == 3 and not b["done"] and not (tmp_path / "b.pt").exists()     # unfinished: nothing exported by default
+    b = train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", data_desc="toy labels", **kw)
+    assert load_model(tmp_path / "b.pt")[2]["data"] == "4 crystals with GFN1-xTB per-atom DOS (toy labels)"
+    with pytest.raises(ValueError, match="export must be"):
+        train_dos_conditional("b", lab, base=base, run_dir=tmp_path / "rb", export="yes", **kw)
     sa, sb = (torch.load(tmp_path / r / "state.pt", weights_only=False) for r in ("ra", "rb"))
     assert sa["step"] == sb["step"] == 8 and {"task", "model_config", "torch_rng"} <= set(sa)        # written by train.train
     assert sa["train_config"]["atom_cond_key"] == "dos" and sa["train_config"]["p_atom_uncond"] == 0.2

@@ -279,7 +279,8 @@ def atom_condition(dos, num_atoms: list, conditioned) -> torch.Tensor:
 def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "full", steps: int = 2000, batch_size: int = 32,
                           lr: float = 2e-4, p_uncond: float = 0.2, p_atom_uncond: float = 0.2, run_dir=None,
                           time_budget_s: float | None = None, until_step: int | None = None, seed: int = 0, device="cpu",
-                          progress: bool = True, export: bool = True, out_dir=None, ckpt_every: int = 100) -> dict:
+                          progress: bool = True, export: bool | str = "done", out_dir=None, ckpt_every: int = 100,
+                          data_desc: str | None = None) -> dict:
     """Fine-tune `base` into a DOS-conditioned generator on crystals carrying `atom_props['dos']` (400 points, states/eV) with the
     project's one training loop (`xtalnb.train.train`, per-atom condition `atom_cond_key='dos'`), resumable in `run_dir` (stops at
     `steps`, `until_step` or after `time_budget_s` wall seconds of this call). Condition dropout: the whole crystal's DOS is nulled
@@ -287,9 +288,11 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "
     probability `p_atom_uncond`, so the model also learns partially conditioned crystals (masked generation conditions only chosen
     atoms). Inputs are divided by one scale s (std of the training DOS values, `TrainConfig.atom_cond_scale`; a run directory of the
     earlier DOS-only loop resumes with the `scale` stored in its state.pt); on export the scale is folded into P (W/s), so the
-    exported model takes DOS in states/eV. Exports `<out_dir>/<name>.pt` + model card."""
+    exported model takes DOS in states/eV. Exports `<out_dir>/<name>.pt` + model card when the run is complete (`export="done"`),
+    after any call (`True`: e.g. to ship a run stopped early) or never (`False`); `data_desc` says in the card where the data came from."""
     from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
     if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
+    if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     crystals = list(crystals)
     _check_labelled(crystals, DOS_POINTS)
     base_net, diffusion, base_card = load_model(base, device=device) if isinstance(base, (str, Path)) else base
@@ -314,14 +317,14 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "
                 until_step=until_step, progress=progress)
     out = {"step": res["step"], "done": res["done"], "elapsed_s": res["elapsed_s"], "this_call_s": time.time() - t_start,
            "run_dir": str(run_dir), "trainable_parameters": sum(p.numel() for p in params), "scale": float(scale)}
-    if export:
+    if export is True or (export == "done" and res["done"]):
         sd = {k: v.clone() for k, v in res["ema"].shadow.items()}
         sd["atom_cond_proj.weight"] = sd["atom_cond_proj.weight"] / scale          # P(y/s) = (W/s) y + b: takes states/eV
         card = {"task": "denovo", "family": diffusion.config.get("family"), "base_model": base_card.get("name"),
                 "base_sha256": base_card.get("sha256"), "finetune_mode": mode, "conditions": [], "atom_condition": "dos",
                 "atom_cond_units": "per-atom DOS, states/eV/atom (both spins) on xtalnb.dos.dos_grid() (400 points, E - E_F in [-10, 10] eV)",
                 "atom_cond_scale_folded": float(scale), "p_uncond": p_uncond, "p_atom_uncond": p_atom_uncond,
-                "data": f"{len(crystals)} crystals with GFN1-xTB per-atom DOS (data/dos)", "steps": res["step"],
+                "data": f"{len(crystals)} crystals with GFN1-xTB per-atom DOS ({data_desc or 'data/dos'})", "steps": res["step"],
                 "wall_hours": res["elapsed_s"] / 3600, "hardware": "CPU (2 cores, shared, nice 19)", "seed": seed,
                 "train_config": dataclasses.asdict(cfg), "trainable_parameters": out["trainable_parameters"],
                 "num_atoms_distribution": list(base_card.get("num_atoms_distribution") or [])}
@@ -375,7 +378,8 @@ def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = N
     default fmax 0.1 eV/Å, ≤ 200 FIRE steps, 120 s), and evaluate the relaxed structure (CHGNet keeps the atom order, so `site`
     is the same atom). Adds `relax_status`, `relax_steps`, `relax_energy_per_atom`, `e_form_per_atom` (CHGNet, against the
     elemental references of `xtalnb.relax`), `relax_volume_ratio` (V_relaxed / V_generated) and `relax_displacement`
-    (mean site displacement, Å, fractional shifts taken on the relaxed cell); a failed relaxation leaves the DOS columns NaN."""
+    (mean site displacement, Å, fractional shifts taken on the relaxed cell) and `relaxed_crystal` (the `Crystal`, for saving; like
+    `xtb_dos_site`, pop it before writing a CSV); a failed relaxation leaves the DOS columns NaN."""
     sites = (int(site),) if np.isscalar(site) else tuple(int(s) for s in site)
     if not sites: raise ValueError("site must be an atom index or a non-empty tuple of indices")
     crystals = list(crystals)
@@ -402,7 +406,7 @@ def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = N
                 pre[k]["e_form_per_atom"] = formation_energy_per_atom(res, device=device)
             except Exception as e:
                 pre[k]["e_form_per_atom"] = float("nan"); pre[k]["e_form_error"] = f"{type(e).__name__}: {str(e)[:120]}"
-            crystals[k] = Crystal(rc.atomic_numbers, rc.frac_coords, rc.lattice, id=c.id)
+            crystals[k] = pre[k]["relaxed_crystal"] = Crystal(rc.atomic_numbers, rc.frac_coords, rc.lattice, id=c.id)
     live = [c for c in crystals if c is not None]
     pred_live = iter(surrogate.predict(live, device=device) if surrogate is not None and live else [None] * len(live))
     pred = [next(pred_live) if c is not None else None for c in crystals]

@@ -14,6 +14,11 @@ structures) is written once to data/dos/dosgen_split.json and reused.
 `surrogate N all` retrains `dos-surrogate` on every ok label of the store (data/dos/dosgen_split_all.json, written once): the
 test set is the same 80 MP-20 test-split structures as in dosgen_split.json (so the test MAE stays comparable), validation the
 same 14 ids, and training every other labelled train-split structure; run directory `dos-surrogate-all`.
+
+`snap=NAME` (any of the three) does the same with a new frozen snapshot data/dos/dosgen_split_NAME.json (written once from the
+store as it is then; same test and val ids), run directory `<checkpoint>-NAME`; `all` is `snap=all`. For example
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 2000 snap=s6 > data/dos/train_generator_s6.log 2>&1 &
 """
 import json, sys, time
 from pathlib import Path
@@ -25,18 +30,18 @@ from xtalnb.train import atomic_write_text, default_run_dir, load_model
 SPLIT = Path("data/dos/dosgen_split.json")
 SPLIT_ALL = Path("data/dos/dosgen_split_all.json")
 
-def snapshot_all():
+def snapshot_all(path=SPLIT_ALL):
     "Every ok label: the test and val ids of the first snapshot kept fixed, every other labelled train-split id in train."
     store = load_dos_store("data/dos")
     by_id = {c.id: c for c in store}
     first = json.loads(SPLIT.read_text())
-    if not SPLIT_ALL.exists():
+    if not path.exists():
         fixed = set(first["test"]) | set(first["val"])
         split = {"train": sorted(c.id for c in store if c.props["split"] == "train" and c.id not in fixed), "val": first["val"],
                  "test": first["test"], "note": "all ok labels of data/dos; test and val ids as in dosgen_split.json (fixed, so the "
                  "test MAE is comparable with the first surrogate); train = every other labelled MP-20 train-split structure"}
-        atomic_write_text(json.dumps(split, indent=1), SPLIT_ALL)
-    split = json.loads(SPLIT_ALL.read_text())
+        atomic_write_text(json.dumps(split, indent=1), path)
+    split = json.loads(path.read_text())
     assert split["test"] == first["test"] and split["val"] == first["val"], "test/val ids must stay those of dosgen_split.json"
     return {k: [by_id[i] for i in split[k]] for k in ("train", "val", "test")}
 
@@ -56,11 +61,13 @@ def snapshot():
 
 if __name__ == "__main__":
     what, steps = sys.argv[1], int(sys.argv[2])
-    use_all = what == "surrogate" and "all" in sys.argv[3:]
-    data = snapshot_all() if use_all else snapshot()
+    snap = next((a[5:] for a in sys.argv[3:] if a.startswith("snap=")), "all" if "all" in sys.argv[3:] else "")
+    split_path = Path(f"data/dos/dosgen_split_{snap}.json") if snap else SPLIT
+    suffix = f"-{snap}" if snap else ""
+    data = snapshot_all(split_path) if snap else snapshot()
     print({k: len(v) for k, v in data.items()}, flush=True)
     if what == "surrogate":
-        run = default_run_dir("dos-surrogate-all" if use_all else "dos-surrogate")
+        run = default_run_dir("dos-surrogate" + suffix)
         ys = np.concatenate([c.atom_props["dos"].ravel() for c in data["train"]])
         def make():
             torch.manual_seed(0)
@@ -74,7 +81,7 @@ if __name__ == "__main__":
         base = float(np.concatenate([np.abs(c.atom_props["dos"] - mean_pred).mean(1) for c in data["test"]]).mean())
         card = {"data": f"GFN1-xTB per-atom DOS (data/dos, 7 Å Γ supercells): {len(data['train'])} train / {len(data['val'])} val "
                         f"structures of the MP-20 train split, test = {len(data['test'])} labelled MP-20 test-split structures "
-                        f"(data/dos/{(SPLIT_ALL if use_all else SPLIT).name})",
+                        f"(data/dos/{split_path.name})",
                 "init": "trunk of denovo-mp20 (type/time embeddings, 4 message-passing layers, final LayerNorm); new 400-output head",
                 "val_mae": val["mae"], "test_mae": test["mae"], "test_atoms": test["n_atoms"], "test_mean_abs_dos": test["mean_abs_dos"],
                 "test_mae_mean_dos_baseline": base, "mae_units": "states/eV/atom, mean over 400 grid points and atoms",
@@ -83,7 +90,7 @@ if __name__ == "__main__":
         card = export_surrogate("data/checkpoints/dos-surrogate", run, card)
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours", "val_mae", "test_mae", "test_mae_mean_dos_baseline")}), flush=True)
     elif what == "classifier":      # time-dependent surrogate g(y | S_t, t) for classifier-based guidance (dosmatgen 2.3)
-        run = default_run_dir("dos-classifier")
+        run = default_run_dir("dos-classifier" + suffix)
         base_net, diffusion, _ = load_model("denovo-mp20")
         ys = np.concatenate([c.atom_props["dos"].ravel() for c in data["train"]])
         torch.manual_seed(0)
@@ -91,13 +98,14 @@ if __name__ == "__main__":
         train_dos_surrogate(model, data["train"], run, steps=steps, batch_size=32, lr=5e-4, diffusion=diffusion, ckpt_every=50,
                             progress=False)
         card = export_surrogate("data/checkpoints/dos-classifier", run, {
-            "data": f"same snapshot as dos-surrogate: {len(data['train'])} train structures (data/dos/dosgen_split.json)",
+            "data": f"{len(data['train'])} train structures (data/dos/{split_path.name})",
             "init": "trunk of denovo-mp20; trained on structures noised by denovo-mp20's diffusion, t ~ U{1..T}",
             "use": "xtalnb.guidance.ClassifierGuidance(xtalnb.dosgen.DOSMatch(model, atom_target), target=0, sigma_y=...)"})
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours")}), flush=True)
     elif what == "generator":
-        name, run = "dos-denovo-mp20", default_run_dir("dos-denovo-mp20")
+        name, run = "dos-denovo-mp20", default_run_dir("dos-denovo-mp20" + suffix)
         res = train_dos_conditional(name, data["train"], mode="full", steps=steps, batch_size=32, lr=2e-4, p_uncond=0.2,
                                     p_atom_uncond=0.2, run_dir=run, ckpt_every=50, progress=False,
-                                    time_budget_s=0.0 if "stop" in sys.argv[3:] else None)   # `stop`: export the last checkpoint now
+                                    time_budget_s=0.0 if "stop" in sys.argv[3:] else None,   # `stop`: export the last checkpoint now
+                                    export=True if "stop" in sys.argv[3:] else "done", data_desc=f"data/dos/{split_path.name}")
         print(json.dumps({k: res[k] for k in ("step", "done", "elapsed_s", "trainable_parameters", "scale")}), flush=True)
