@@ -3,14 +3,24 @@
 with GFN1-xTB (7 Å rule). Also the fixed-atom-type task (Ti, Co, Cu, Pd), surrogate + xTB. Results cached in data/dos/eval_*.
 
     OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_dosgen.py 2 > data/dos/eval.log 2>&1 &
+
+A retrained generator / classifier gets its own tags (e.g. eval_masked_g2_s6) with `--suffix`; `--only masked` skips the
+fixed-type arms:
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_dosgen.py 2 --suffix _s6 --only masked > data/dos/eval_s6.log 2>&1 &
 """
-import sys, time
+import argparse, time
 from pathlib import Path
 import numpy as np
 from xtalnb.dosgen import dos_generate, evaluate_candidates, load_target
 from xtalnb.train import load_model
 
-N_PER = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+ap = argparse.ArgumentParser()
+ap.add_argument("n_per", type=int, nargs="?", default=2, help="candidates per atom count N in {4,5,6,7}")
+ap.add_argument("--suffix", default="", help="appended to every tag")
+ap.add_argument("--only", choices=["masked", "fixed"], default=None)
+args = ap.parse_args()
+N_PER, SUFFIX = args.n_per, args.suffix
 OUT = Path("data/dos")
 y, _, au3ni, meta = load_target("Au3Ni_L12_Ni")
 gen = load_model("dos-denovo-mp20")
@@ -19,6 +29,7 @@ y_hat = sur.predict([au3ni])[0][0]                 # ŷ: surrogate on the refere
 print(f"surrogate on Au3Ni Ni site: MAE(ŷ, y) = {np.abs(y_hat - y).mean():.3f} states/eV", flush=True)
 
 def run(tag, make=None, **kw):
+    tag += SUFFIX
     p = OUT / f"eval_{tag}.csv"
     if p.exists(): print(f"{tag}: cached", flush=True); return
     t0 = time.time()
@@ -35,14 +46,14 @@ def run(tag, make=None, **kw):
           f"{ev.drop(columns=['tag']).to_string()}", flush=True)
 
 nums = [n for n in (4, 5, 6, 7) for _ in range(N_PER)]
-for g in (2.0, 0.0):
+for g in (2.0, 0.0) if args.only != "fixed" else ():
     run(f"masked_g{g:g}", num_atoms=nums, gamma=g, seed=0)
-for el in ("Ti", "Co", "Cu", "Pd"):
+for el in ("Ti", "Co", "Cu", "Pd") if args.only != "masked" else ():
     run(f"fixed_{el}_g2", num_atoms=[4, 5, 6, 7][:max(2, N_PER - 1)], gamma=2.0, fix_sites={0: el}, seed=1)
 
 # classifier-based guidance baseline (dosmatgen 2.3): the unconditional denovo-mp20 + gradient of the time-dependent surrogate's
 # match to the target on atom 0 (sigma_y = 0.1 states/eV, not tuned), same atom counts and seed as masked_g2
-if Path("data/checkpoints/dos-classifier.pt").exists():
+if Path("data/checkpoints/dos-classifier.pt").exists() and args.only != "fixed":
     from xtalnb.dosgen import DOSMatch, atom_condition
     from xtalnb.guidance import ClassifierGuidance
     from xtalnb.sampling import SamplerHooks, sample
