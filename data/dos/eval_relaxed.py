@@ -29,6 +29,7 @@ def run(tag):
                                  relax=True) for i, c in enumerate(cs)]
     ev = pd.concat(parts, ignore_index=True)
     ev.loc[ev0.xtb_status != "ok", "xtb_status"] = "not run (no unrelaxed xTB result)"
+    if "mae_xtb_vs_target" not in ev: ev["mae_xtb_vs_target"] = np.nan      # no candidate had an xTB result
     ev["mae_xtb_vs_target_unrelaxed"] = ev0.mae_xtb_vs_target.values
     ev["mae_surrogate_vs_target_unrelaxed"] = ev0.mae_surrogate_vs_target.values
     relaxed = [r if hasattr(r, "lattice") else c for r, c in zip(ev.pop("relaxed_crystal"), cs)] \
