@@ -28,12 +28,12 @@ if __name__ == "__main__":
     print(f"failures whose retry ladder is deferred to pass 2: {int(idx.deferred.sum())}\n")
     g = idx.groupby("why").agg(n=("id", "size"), cpu_h=("cpu_seconds", lambda s: s.sum() / 3600),
                                cpu_s_median=("cpu_seconds", "median"))
-    print(g.to_markdown(floatfmt=".3g"))
+    print(g.to_markdown(floatfmt=("", ".0f", ".3g", ".3g")))
     ok = idx[idx.status == "ok"].copy()
     ok["n_super"] = ok.n_super.astype(float)
     bins = [0, 16, 32, 48, 64, 96, 128, 300]
     t = ok.groupby(pd.cut(ok.n_super, bins), observed=True).agg(n=("id", "size"), cpu_s_median=("cpu_seconds", "median"),
                                                                   cpu_s_mean=("cpu_seconds", "mean"))
-    print("\nlabelled, by supercell size (atoms):\n" + t.to_markdown(floatfmt=".3g"))
+    print("\nlabelled, by supercell size (atoms):\n" + t.to_markdown(floatfmt=("", ".0f", ".3g", ".3g")))
     print(f"\ntotal: {len(idx)} tried, {len(ok)} labelled, {idx.cpu_seconds.sum() / 3600:.2f} CPU-hours of xTB "
           f"(sum of per-structure process time; wall time depends on how many workers ran and what else ran)")
