@@ -5,6 +5,8 @@ GFN1-xTB (7 Å rule, supercells ≤ 80 atoms) MAE of site 0 and of both conditio
 Resumable: a finished tag (data/dos/eval_template_t<t0>_g<γ>.csv) is skipped.
 
     OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_template.py 6 > data/dos/eval_template.log 2>&1 &
+
+`--suffix=_p1` appends to every tag (a retrained generator's arms: eval_template_t200_g2_p1, ...).
 """
 import sys, time
 from pathlib import Path
@@ -12,8 +14,10 @@ import numpy as np, pandas as pd
 from xtalnb.dosgen import d019_crystal, default_targets_dir, dos_generate, evaluate_candidates, label_target, load_target, template_similarity
 from xtalnb.train import load_model
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 6
-GAMMAS = [float(g) for g in sys.argv[2].split(",")] if len(sys.argv) > 2 else [2.0, 0.0]
+args = [a for a in sys.argv[1:] if not a.startswith("--suffix=")]
+SUFFIX = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suffix=")), "")   # tags of a retrained generator
+N = int(args[0]) if len(args) > 0 else 6
+GAMMAS = [float(g) for g in args[1].split(",")] if len(args) > 1 else [2.0, 0.0]
 OUT = Path("data/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
 templ = d019_crystal()
@@ -31,7 +35,7 @@ print(f"template Zn sites vs target: xTB MAE {np.abs(g_tm[0] - y).mean():.3f} (s
 
 for g in GAMMAS:
     for t0 in (200, 350, 500):
-        tag = f"template_t{t0}_g{g:g}"
+        tag = f"template_t{t0}_g{g:g}{SUFFIX}"
         p = OUT / f"eval_{tag}.csv"
         if p.exists(): print(f"{tag}: cached", flush=True); continue
         t_start = time.time()

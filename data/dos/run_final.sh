@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The last stretch of the per-atom DOS work, chained and resumable: finish labelling pass 1, freeze snapshot SNAP (default p1),
+# retrain the surrogate, the DOS-conditioned generator and the classifier on it, evaluate the constrained tasks with the new
+# models (xTB on every candidate that fits the budget), relax-then-check, and last the retry ladder (pass 2).
+#
+#   setsid nohup bash data/dos/run_final.sh p1 > data/dos/run_final.log 2>&1 &
+#
+# Every step skips what is already done (finished label ids, finished training runs, cached eval tags), so after an interruption
+# the same command continues. Each Python step is one single-threaded nice-19 process, except labelling (two workers).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+S="${1:-p1}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+PY=(nice -n 19 .venv/bin/python)
+step() { echo "=== $(date -u +%H:%M:%S) $*"; }
+
+step "labelling, pass 1"
+"${PY[@]}" data/dos/run_label.py 2 pass1 >> data/dos/label.log 2>&1
+
+step "training on snapshot $S"
+"${PY[@]}" data/dos/train_dosgen.py surrogate 1500 "snap=$S" >> "data/dos/train_surrogate_$S.log" 2>&1   # writes the snapshot
+"${PY[@]}" data/dos/train_dosgen.py classifier 1500 "snap=$S" >> "data/dos/train_classifier_$S.log" 2>&1 &
+"${PY[@]}" data/dos/train_dosgen.py generator 8000 "snap=$S" >> "data/dos/train_generator_$S.log" 2>&1
+wait
+
+step "constrained tasks"
+"${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only masked >> "data/dos/eval_$S.log" 2>&1 &
+"${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_${S}_s1" --seed 1 --only masked >> "data/dos/eval_${S}_s1.log" 2>&1
+wait
+"${PY[@]}" data/dos/eval_dosgen.py 5 --suffix "_$S" --only fixed >> "data/dos/eval_${S}_fixed.log" 2>&1 &
+"${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only-classifier --sigma-y 0.3 >> "data/dos/eval_${S}_classifier.log" 2>&1
+wait
+"${PY[@]}" data/dos/eval_template.py 6 2,0 "--suffix=_$S" >> "data/dos/eval_template_$S.log" 2>&1
+
+step "relax, then check"
+"${PY[@]}" data/dos/eval_relaxed.py "masked_g2_$S" "masked_g0_$S" "masked_classifier_sy0.3_$S" >> "data/dos/eval_relaxed_$S.log" 2>&1 &
+"${PY[@]}" data/dos/eval_relaxed.py "masked_g2_${S}_s1" "masked_g0_${S}_s1" fixed_{Ti,Co,Cu,Pd}_g2_"$S" >> "data/dos/eval_relaxed_${S}_s1.log" 2>&1
+wait
+
+step "labelling, pass 2 (the retry ladder for the pass-1 SCF failures)"
+"${PY[@]}" data/dos/run_label.py 2 pass2 >> data/dos/label.log 2>&1
+step "done"
