@@ -3,7 +3,9 @@
 # retrain the surrogate, the DOS-conditioned generator and the classifier on it, evaluate the constrained tasks with the new
 # models (xTB on every candidate that fits the budget), relax-then-check, and last the retry ladder (pass 2).
 #
-#   setsid nohup bash data/dos/run_final.sh p1 > data/dos/run_final.log 2>&1 &
+#   setsid nohup bash data/dos/run_final.sh p1 100 > data/dos/run_final.log 2>&1 &
+#
+# (p1: the snapshot's name; 100: pass 1 labels supercells of up to 100 atoms before training, the rest after the evaluations.)
 #
 # Every step skips what is already done (finished label ids, finished training runs, cached eval tags), so after an interruption
 # the same command continues. Each Python step is one single-threaded nice-19 process, except labelling (two workers).
@@ -14,8 +16,9 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=(nice -n 19 .venv/bin/python)
 step() { echo "=== $(date -u +%H:%M:%S) $*"; }
 
-step "labelling, pass 1"
-"${PY[@]}" data/dos/run_label.py 2 pass1 >> data/dos/label.log 2>&1
+CAP="${2:-100}"      # supercell atoms: pass 1 up to this size runs before training, the larger (slowest) ones after the evaluations
+step "labelling, pass 1, supercells <= $CAP atoms"
+"${PY[@]}" data/dos/run_label.py 2 pass1 "$CAP" >> data/dos/label.log 2>&1
 
 step "training on snapshot $S"
 "${PY[@]}" data/dos/train_dosgen.py surrogate 1500 "snap=$S" >> "data/dos/train_surrogate_$S.log" 2>&1   # writes the snapshot
@@ -37,6 +40,8 @@ step "relax, then check"
 "${PY[@]}" data/dos/eval_relaxed.py "masked_g2_${S}_s1" "masked_g0_${S}_s1" fixed_{Ti,Co,Cu,Pd}_g2_"$S" >> "data/dos/eval_relaxed_${S}_s1.log" 2>&1
 wait
 
+step "labelling, pass 1, the rest"
+"${PY[@]}" data/dos/run_label.py 2 pass1 >> data/dos/label.log 2>&1
 step "labelling, pass 2 (the retry ladder for the pass-1 SCF failures)"
 "${PY[@]}" data/dos/run_label.py 2 pass2 >> data/dos/label.log 2>&1
 step "done"

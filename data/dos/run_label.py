@@ -9,7 +9,8 @@ Two passes over the train structures (from session 6 on): pass 1 tries each SCF 
 a failure with attempts = 1; pass 2 (`retry_failed="deferred"`) reruns exactly those with the full retry ladder (the first
 attempt again, then 300 K / 1000 K / 3000 K with damping 0.1). A structure gets the same label as from a one-pass run; the
 retries, which cost about half of the CPU of the first 960 structures and rescued 9 % of them, just come last.
-`run_label.py 2 pass1` (or `pass2`) runs only that pass; `data/dos/run_final.sh` uses it to train on the pass-1 store before
+`run_label.py 2 pass1` (or `pass2`) runs only that pass, `run_label.py 2 pass1 100` only the structures whose supercell has ≤ 100
+atoms (a prefix of the same order); `data/dos/run_final.sh` uses it to train on the pass-1 store before
 the retries run.
 """
 import sys
@@ -29,12 +30,16 @@ def by_supercell_size(crystals, seed):
 if __name__ == "__main__":
     n_jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     passes = sys.argv[2] if len(sys.argv) > 2 else "both"      # "pass1", "pass2" or "both"
+    cap = int(sys.argv[3]) if len(sys.argv) > 3 else None       # only train structures whose 7 Å supercell has <= cap atoms
     if passes not in ("pass1", "pass2", "both"):
         sys.exit(f"second argument must be pass1, pass2 or both, got {passes!r}")
     kw = dict(chunk_size=20, min_length=MIN_LENGTH, max_super_atoms=300, n_jobs=n_jobs)
     test = by_supercell_size([c for c in load_dataset("mp20_subset", "test", progress=False) if c.num_atoms <= MAX_ATOMS], SEED)
     label_dos(test[:N_TEST], OUT, split="test", **kw)
     train = by_supercell_size([c for c in load_dataset("mp20_subset", "train", progress=False) if c.num_atoms <= MAX_ATOMS], SEED)
+    if cap is not None:     # the order stays the same, so a capped run is a prefix of the full one
+        train = [c for c in train if c.num_atoms * np.prod(supercell_repeats(c.lattice, MIN_LENGTH)) <= cap]
+        print(f"capped at supercells of <= {cap} atoms: {len(train)} train structures", flush=True)
     if passes in ("pass1", "both"):
         print("pass 1: one SCF attempt each", flush=True)
         label_dos(train, OUT, split="train", retries=(), **kw)
