@@ -16,13 +16,21 @@ def reason(row):
     if "not converged" in e: return "SCF not converged"
     return "other: " + e[:40]
 
+def chemistry(crystal):
+    "'d', 'f', 'd+f' or 'sp' (the kinds of elements in the cell), with ', metal' when every element is a metal."
+    from pymatgen.core import Element
+    els = [Element.from_Z(int(z)) for z in set(crystal.atomic_numbers.tolist())]
+    kinds = sorted({"f" if (e.is_lanthanoid or e.is_actinoid) else "d" for e in els if e.is_lanthanoid or e.is_actinoid or e.is_transition_metal})
+    return ("+".join(kinds) or "sp") + (", metal" if all(e.is_metal for e in els) else "")
+
 if __name__ == "__main__":
     from xtalnb.data import load_dataset
     idx = read_dos_index("data/dos")
     idx["attempts_n"] = pd.to_numeric(idx.attempts, errors="coerce")
     idx["why"] = [reason(r) for r in idx.itertuples()]
     idx["deferred"] = (idx.status == "failed") & idx.error.str.startswith("SCFError") & (idx.attempts_n < 4)
-    n_train = sum(c.num_atoms <= 8 for c in load_dataset("mp20_subset", "train", progress=False))
+    train = {str(c.id): c for c in load_dataset("mp20_subset", "train", progress=False) if c.num_atoms <= 8}
+    n_train = len(train)
     tried_train = int((idx.split == "train").sum())
     print(f"train structures (≤ 8 atoms): {n_train}, tried {tried_train}, left {n_train - tried_train}; test tried {int((idx.split == 'test').sum())}")
     print(f"failures whose retry ladder is deferred to pass 2: {int(idx.deferred.sum())}\n")
@@ -35,5 +43,11 @@ if __name__ == "__main__":
     t = ok.groupby(pd.cut(ok.n_super, bins), observed=True).agg(n=("id", "size"), cpu_s_median=("cpu_seconds", "median"),
                                                                   cpu_s_mean=("cpu_seconds", "mean"))
     print("\nlabelled, by supercell size (atoms):\n" + t.to_markdown(floatfmt=("", ".0f", ".3g", ".3g")))
+    # which chemistry fails: d / f elements and all-metal cells (an unbiased store would have the same mix in every column)
+    tr = idx[idx.split == "train"].copy()
+    tr["chemistry"] = [chemistry(train[i]) for i in tr.id]
+    tab = pd.crosstab(tr.chemistry, tr.why, margins=True, margins_name="all")
+    print("\ntrain structures tried, by chemistry (d: a transition metal, f: a lanthanide or actinide; metal: every element a metal):\n"
+          + tab.to_markdown())
     print(f"\ntotal: {len(idx)} tried, {len(ok)} labelled, {idx.cpu_seconds.sum() / 3600:.2f} CPU-hours of xTB "
           f"(sum of per-structure process time; wall time depends on how many workers ran and what else ran)")
