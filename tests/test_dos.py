@@ -196,34 +196,46 @@ def test_committed_store_loads_every_ok_row():
 
 def test_deferred_retry_ladder_finishes_in_a_second_pass(tmp_path, monkeypatch):
     "A first pass with retries=() records how far each failed SCF got; retry_failed='deferred' finishes exactly those."
+    import collections
     import pandas as pd
     import xtalnb.dos as dos
-    real = dos.xtb_levels
+    real, calls = dos.xtb_levels, collections.Counter()
 
-    def flaky(crystal, damping=None, **kw):        # "NaCl" only converges with the damped mixer of the first retry
-        if crystal.id == "NaCl" and damping is None:
+    def flaky(crystal, damping=None, **kw):        # "NaCl" and "Al2" only converge with the damped mixer of the first retry
+        calls[crystal.id, damping] += 1
+        if crystal.id in ("NaCl", "Al2") and damping is None:
             raise SCFError("TBLiteRuntimeError: SCF not converged in 100 cycles")
         return real(crystal, damping=damping, **kw)
     monkeypatch.setattr(dos, "xtb_levels", flaky)
     kw = dict(min_length=5.0, chunk_size=1, progress=False)
-    idx = label_dos([SI, NACL], tmp_path, split="x", retries=(), **kw)          # pass 1: no retries
-    assert list(idx.status) == ["ok", "failed"] and int(idx.attempts.iloc[1]) == 1
+    al2 = Crystal(AL.atomic_numbers, AL.frac_coords, AL.lattice, id="Al2")
+    idx = label_dos([SI, NACL, al2], tmp_path, split="x", retries=(), **kw)          # pass 1: no retries
+    assert list(idx.status) == ["ok", "failed", "failed"] and list(idx.attempts.astype(int)) == [1, 1, 1]
     # an old-style failure (full ladder, attempts not recorded) and a non-SCF failure must not be retried
     old = pd.DataFrame([dict(id="old", split="x", status="failed", attempts="", error="SCFError: GFN1-xTB SCF failed in every attempt"),
                         dict(id="big", split="x", status="failed", attempts="", error="ValueError: supercell too big")])
     pd.concat([dos.read_dos_index(tmp_path), old], ignore_index=True)[dos.INDEX_COLUMNS].to_csv(tmp_path / "index.csv", index=False)
     old_al, big = Crystal(AL.atomic_numbers, AL.frac_coords, AL.lattice, id="old"), Crystal(SI.atomic_numbers, SI.frac_coords, SI.lattice, id="big")
-    idx = label_dos([SI, NACL, old_al, big], tmp_path, split="x", retry_failed="deferred", **kw)   # pass 2: full ladder
+    crystals = [SI, NACL, al2, old_al, big]
+    # pass 2, interrupted after one structure: the failure not yet retried keeps its row, so nothing is tried twice
+    label_dos(crystals, tmp_path, split="x", retry_failed="deferred", limit=1, **kw)
+    mid = dos.read_dos_index(tmp_path).set_index("id")
+    assert sorted(mid.index) == ["Al2", "NaCl", "Si", "big", "old"]
+    assert mid.loc["NaCl", "status"] == "ok" and mid.loc["Al2", "status"] == "failed" and mid.loc["Al2", "attempts"] == "1"
+    idx = label_dos(crystals, tmp_path, split="x", retry_failed="deferred", **kw)         # pass 2, resumed
     got = idx.set_index("id")
-    assert sorted(got.index) == ["NaCl", "Si", "big", "old"]
-    assert got.loc["NaCl", "status"] == "ok" and int(got.loc["NaCl", "attempts"]) == 2      # rescued by the first retry
+    assert sorted(got.index) == ["Al2", "NaCl", "Si", "big", "old"]
+    for i in ("NaCl", "Al2"):                       # rescued by the first retry; the failed first attempt was not run again
+        assert got.loc[i, "status"] == "ok" and int(got.loc[i, "attempts"]) == 2
+        assert calls[i, None] == 1 and calls[i, 0.1] == 1
     assert got.loc["old", "status"] == got.loc["big", "status"] == "failed"                  # not tried again (would succeed)
-    g, lv = dos.per_atom_dos(NACL, min_length=5.0)              # same label as a single full-ladder run
+    g, lv = dos.per_atom_dos(NACL, min_length=5.0)              # same label and attempt count as a single full-ladder run
     assert lv.attempts == 2
     back = {c.id: c for c in load_dos_store(tmp_path)}
-    np.testing.assert_allclose(back["NaCl"].atom_props["dos"],
-                               g, atol=2e-3 * g.max())
-    idx2 = label_dos([SI, NACL, old_al, big], tmp_path, split="x", retry_failed="deferred", **kw)   # nothing left
-    assert len(idx2) == len(idx) == 4
+    np.testing.assert_allclose(back["NaCl"].atom_props["dos"], g, atol=2e-3 * g.max())
+    idx2 = label_dos(crystals, tmp_path, split="x", retry_failed="deferred", **kw)   # nothing left
+    assert len(idx2) == len(idx) == 5
     with pytest.raises(ValueError, match="retry_failed"):
         label_dos([SI], tmp_path, retry_failed="all", **kw)
+    with pytest.raises(ValueError, match="skip"):
+        dos.per_atom_dos(SI, min_length=5.0, retries=(), skip=1)       # a one-attempt ladder has nothing left after 1

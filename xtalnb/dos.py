@@ -204,10 +204,15 @@ def levels_dos(levels: XTBLevels, grid=None, sigma: float = 0.2, average_images:
     return g.reshape(-1, n, len(grid)).mean(0)
 
 def per_atom_dos(crystal: Crystal, grid=None, sigma: float = 0.2, min_length: float = 10.0, etemp: float = 300.0,
-                 retries=((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1)), projection: str = "mulliken", **kw) -> tuple:
+                 retries=((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1)), projection: str = "mulliken", skip: int = 0, **kw) -> tuple:
     "(N, len(grid)) per-atom DOS of `crystal` from GFN1-xTB, and the `XTBLevels`; a failed SCF is retried per (etemp K, damping) in `retries`."
-    errors = []
-    for T, damping in ((etemp, None), *retries):
+    # skip: the first `skip` attempts of the ladder are known to fail (recorded by an earlier pass) and are not run again;
+    # a single-threaded tblite SCF is deterministic, so the result is the one a full run would give
+    ladder = ((etemp, None), *retries)
+    if not 0 <= skip < len(ladder):
+        raise ValueError(f"skip must be in [0, {len(ladder)}) for a ladder of {len(ladder)} attempts, got {skip}")
+    errors = [f"the first {skip} attempt(s) failed in an earlier pass"] if skip else []
+    for k, (T, damping) in enumerate(ladder[skip:], start=skip + 1):    # k: the attempt's number in the whole ladder
         try:
             lv = xtb_levels(crystal, min_length=min_length, etemp=T, projection=projection, damping=damping, **kw)
             break
@@ -215,9 +220,9 @@ def per_atom_dos(crystal: Crystal, grid=None, sigma: float = 0.2, min_length: fl
             errors.append(f"{T:g} K/damping {damping}: {str(e)[:120]}")
     else:
         err = SCFError("GFN1-xTB SCF failed in every attempt: " + " | ".join(errors))
-        err.attempts = len(errors)     # the labeller records it, so a later run can finish a shorter retry ladder
+        err.attempts = len(ladder)     # the labeller records it, so a later run can finish a shorter retry ladder
         raise err
-    lv.attempts = len(errors) + 1
+    lv.attempts = k
     return levels_dos(lv, grid, sigma), lv
 
 # %% ../nbs/09_dos.ipynb 39
@@ -266,12 +271,15 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
     if retry_failed not in (False, True, "deferred"):
         raise ValueError(f"retry_failed must be False, True or 'deferred', got {retry_failed!r}")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    index = read_dos_index(out)
+    full = read_dos_index(out)             # every row stays until its id gets a new one, so an interrupted retry loses nothing
+    index, skip = full, {}
     if retry_failed == "deferred":
-        tried = pd.to_numeric(index.attempts, errors="coerce")      # empty for rows written before attempts were recorded
-        index = index[~((index.status == "failed") & index.error.str.startswith("SCFError") & (tried < 1 + len(retries)))]
+        tried = pd.to_numeric(full.attempts, errors="coerce")      # empty for rows written before attempts were recorded
+        redo = (full.status == "failed") & full.error.str.startswith("SCFError") & (tried < 1 + len(retries))
+        skip = dict(zip(full.id[redo], tried[redo].astype(int)))   # attempts already made are not repeated
+        index = full[~redo]
     elif retry_failed:
-        index = index[index.status == "ok"]
+        index = full[full.status == "ok"]
     done = set(index.id)
     ids = [str(c.id) for c in crystals]
     if any(i in ("", "None") for i in ids) or len(set(ids)) != len(ids):
@@ -290,7 +298,7 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
     try:
         for s in range(0, len(todo), chunk_size):
             chunk = todo[s:s + chunk_size]
-            jobs = [(c, kw) for c in chunk]
+            jobs = [(c, dict(kw, skip=skip.get(str(c.id), 0))) for c in chunk]
             results = list(pool.map(_label_one, jobs)) if pool else [_label_one(j) for j in jobs]
             good = [(c, r, g) for c, (r, g) in zip(chunk, results) if r["status"] == "ok"]
             shard = ""
@@ -306,8 +314,9 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
                               meta=np.array(json.dumps(dict(method="GFN1-xTB", **kw, window=list(DOS_WINDOW)))))
                 _atomic_write(out / shard, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
             rows = [dict(r, split=split, shard=shard if r["status"] == "ok" else "") for r, _ in results]
-            index = pd.concat([index, pd.DataFrame(rows)], ignore_index=True)[INDEX_COLUMNS]
-            _atomic_write(out / "index.csv", lambda tmp: index.to_csv(tmp, index=False))
+            new = pd.DataFrame(rows)
+            full = pd.concat([full[~full.id.isin(new.id)], new], ignore_index=True)[INDEX_COLUMNS]
+            _atomic_write(out / "index.csv", lambda tmp: full.to_csv(tmp, index=False))
             n_done += len(chunk)
             if progress:
                 el = time.perf_counter() - t_start
@@ -316,7 +325,7 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
     finally:
         if pool is not None:
             pool.shutdown()
-    return index
+    return full
 
 def _num(v) -> float:
     "An index field as a float; empty (a level set with no gap: all levels on one side of E_F) is NaN."

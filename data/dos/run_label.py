@@ -6,8 +6,8 @@ Order: the `N_TEST` test structures with the smallest 7 Å supercells, then ever
 (ties shuffled with a fixed seed). Finished ids (ok or failed) in data/dos/index.csv are skipped, so rerunning resumes.
 
 Two passes over the train structures (from session 6 on): pass 1 tries each SCF once (300 K, tblite's default mixer) and records
-a failure with attempts = 1; pass 2 (`retry_failed="deferred"`) reruns exactly those with the full retry ladder (the first
-attempt again, then 300 K / 1000 K / 3000 K with damping 0.1). A structure gets the same label as from a one-pass run; the
+a failure with attempts = 1; pass 2 (`retry_failed="deferred"`) gives exactly those the rest of the retry ladder (300 K / 1000 K /
+3000 K with damping 0.1; from session 7 on the failed first attempt is not run again: single-threaded tblite is deterministic). A structure gets the same label as from a one-pass run; the
 retries, which cost about half of the CPU of the first 960 structures and rescued 9 % of them, just come last.
 `run_label.py 2 pass1` (or `pass2`) runs only that pass, `run_label.py 2 pass1 100` only the structures whose supercell has ≤ 100
 atoms (a prefix of the same order); `data/dos/run_final.sh` uses it to train on the pass-1 store before
