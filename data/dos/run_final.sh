@@ -3,9 +3,10 @@
 # retrain the surrogate, the DOS-conditioned generator and the classifier on it, evaluate the constrained tasks with the new
 # models (xTB on every candidate that fits the budget), relax-then-check, and last the retry ladder (pass 2).
 #
-#   setsid nohup bash data/dos/run_final.sh p1 100 > data/dos/run_final.log 2>&1 &
+#   setsid nohup bash data/dos/run_final.sh p1 90 > data/dos/run_final.log 2>&1 &
 #
-# (p1: the snapshot's name; 100: pass 1 labels supercells of up to 100 atoms before training, the rest after the evaluations.)
+# (p1: the snapshot's name; 90: pass 1 labels supercells of up to 90 atoms before training, the rest after the evaluations;
+# session 8 started with 100 and lowered it to 90 after 20 min, so that the evaluations fit in the session.)
 #
 # Every step skips what is already done (finished label ids, finished training runs, cached eval tags), so after an interruption
 # the same command continues. Each Python step is one single-threaded nice-19 process, except labelling (two workers).
@@ -26,18 +27,19 @@ step "training on snapshot $S"
 "${PY[@]}" data/dos/train_dosgen.py generator 8000 "snap=$S" >> "data/dos/train_generator_$S.log" 2>&1
 wait
 
-step "constrained tasks"
-"${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only masked >> "data/dos/eval_$S.log" 2>&1 &
-"${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_${S}_s1" --seed 1 --only masked >> "data/dos/eval_${S}_s1.log" 2>&1
-wait
-"${PY[@]}" data/dos/eval_dosgen.py 5 --suffix "_$S" --only fixed >> "data/dos/eval_${S}_fixed.log" 2>&1 &
-"${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only-classifier --sigma-y 0.3 >> "data/dos/eval_${S}_classifier.log" 2>&1
-wait
+step "constrained tasks, relax-then-check, and the DOSMatGen reproduction (four lanes on two cores)"
+# lane 1: masked generation, two seeds, then their relax-then-check
+( "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only masked >> "data/dos/eval_$S.log" 2>&1
+  "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_${S}_s1" --seed 1 --only masked >> "data/dos/eval_${S}_s1.log" 2>&1
+  "${PY[@]}" data/dos/eval_relaxed.py "masked_g2_$S" "masked_g0_$S" "masked_g2_${S}_s1" "masked_g0_${S}_s1" >> "data/dos/eval_relaxed_$S.log" 2>&1 ) &
+# lane 2: the classifier arm at sigma_y 0.3 and the fixed atom types, then their relax-then-check
+( "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only-classifier --sigma-y 0.3 >> "data/dos/eval_${S}_classifier.log" 2>&1
+  "${PY[@]}" data/dos/eval_dosgen.py 5 --suffix "_$S" --only fixed >> "data/dos/eval_${S}_fixed.log" 2>&1
+  "${PY[@]}" data/dos/eval_relaxed.py "masked_classifier_sy0.3_$S" fixed_{Ti,Co,Cu,Pd}_g2_"$S" >> "data/dos/eval_relaxed_${S}_fixed.log" 2>&1 ) &
+# lane 3: the DOSMatGen tables with the new models (its params file names the eval suffix; rerun at the end from its caches)
+( nice -n 19 .venv/bin/xtalnb repro dosmatgen --scale cpu >> "data/dos/repro_$S.log" 2>&1 || echo "repro failed: see data/dos/repro_$S.log" ) &
+# lane 4: template-guided generation (the longest single step)
 "${PY[@]}" data/dos/eval_template.py 6 2,0 "--suffix=_$S" >> "data/dos/eval_template_$S.log" 2>&1
-
-step "relax, then check"
-"${PY[@]}" data/dos/eval_relaxed.py "masked_g2_$S" "masked_g0_$S" "masked_classifier_sy0.3_$S" >> "data/dos/eval_relaxed_$S.log" 2>&1 &
-"${PY[@]}" data/dos/eval_relaxed.py "masked_g2_${S}_s1" "masked_g0_${S}_s1" fixed_{Ti,Co,Cu,Pd}_g2_"$S" >> "data/dos/eval_relaxed_${S}_s1.log" 2>&1
 wait
 
 step "labelling, pass 1, the rest"
