@@ -8,6 +8,9 @@
 # (p1: the snapshot's name; 90: pass 1 labels supercells of up to 90 atoms before training, the rest after the evaluations;
 # session 8 started with 100 and lowered it to 90 after 20 min, so that the evaluations fit in the session.)
 #
+# Once every structure is labelled, a new snapshot name retrains and re-evaluates on the finished store (the cap then covers all):
+#   setsid nohup bash data/dos/run_final.sh p2 400 > data/dos/run_final_p2.log 2>&1 &
+#
 # Every step skips what is already done (finished label ids, finished training runs, cached eval tags), so after an interruption
 # the same command continues. Each Python step is one single-threaded nice-19 process, except labelling (two workers).
 set -euo pipefail
@@ -28,15 +31,18 @@ step "training on snapshot $S"
 wait
 
 step "constrained tasks, relax-then-check, and the DOSMatGen reproduction (four lanes on two cores)"
-# lane 1: masked generation, two seeds, then their relax-then-check
+# lane 1: masked generation, four seeds (32 candidates per arm), then their relax-then-check
 ( "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only masked >> "data/dos/eval_$S.log" 2>&1
-  "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_${S}_s1" --seed 1 --only masked >> "data/dos/eval_${S}_s1.log" 2>&1
-  "${PY[@]}" data/dos/eval_relaxed.py "masked_g2_$S" "masked_g0_$S" "masked_g2_${S}_s1" "masked_g0_${S}_s1" >> "data/dos/eval_relaxed_$S.log" 2>&1 ) &
+  for k in 1 2 3; do
+    "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_${S}_s$k" --seed $k --only masked >> "data/dos/eval_${S}_s$k.log" 2>&1
+  done
+  "${PY[@]}" data/dos/eval_relaxed.py "masked_g2_$S" "masked_g0_$S" masked_g{2,0}_"${S}"_s{1,2,3} >> "data/dos/eval_relaxed_$S.log" 2>&1 ) &
 # lane 2: the classifier arm at sigma_y 0.3 and the fixed atom types, then their relax-then-check
 ( "${PY[@]}" data/dos/eval_dosgen.py 2 --suffix "_$S" --only-classifier --sigma-y 0.3 >> "data/dos/eval_${S}_classifier.log" 2>&1
   "${PY[@]}" data/dos/eval_dosgen.py 5 --suffix "_$S" --only fixed >> "data/dos/eval_${S}_fixed.log" 2>&1
   "${PY[@]}" data/dos/eval_relaxed.py "masked_classifier_sy0.3_$S" fixed_{Ti,Co,Cu,Pd}_g2_"$S" >> "data/dos/eval_relaxed_${S}_fixed.log" 2>&1 ) &
 # lane 3: the DOSMatGen tables with the new models (its params file names the eval suffix; rerun at the end from its caches)
+sed -i "s/\"eval_suffix\": \"[^\"]*\"/\"eval_suffix\": \"_$S\"/" nbs/repro/params/dosmatgen.cpu.json    # Figs. 4-6 rows: this snapshot's tags
 ( nice -n 19 .venv/bin/xtalnb repro dosmatgen --scale cpu >> "data/dos/repro_$S.log" 2>&1 || echo "repro failed: see data/dos/repro_$S.log" ) &
 # lane 4: template-guided generation (the longest single step)
 "${PY[@]}" data/dos/eval_template.py 6 2,0 "--suffix=_$S" >> "data/dos/eval_template_$S.log" 2>&1
