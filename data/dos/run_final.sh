@@ -8,7 +8,8 @@
 # (p1: the snapshot's name; 90: pass 1 labels supercells of up to 90 atoms before training, the rest after the evaluations;
 # session 8 started with 100 and lowered it to 90 after 20 min, so that the evaluations fit in the session.)
 #
-# Once every structure is labelled, a new snapshot name retrains and re-evaluates on the finished store (the cap then covers all):
+# Once `run_final.sh p1 90` has finished both passes ("=== done" in its log), a new snapshot name retrains and re-evaluates on the
+# finished store (a cap of 400 covers every supercell, so labelling is a no-op):
 #   setsid nohup bash data/dos/run_final.sh p2 400 > data/dos/run_final_p2.log 2>&1 &
 #
 # Every step skips what is already done (finished label ids, finished training runs, cached eval tags), so after an interruption
