@@ -14,7 +14,8 @@ from xtalnb.crystal import Crystal
 from xtalnb.data import dataset_files
 from xtalnb.dos import (DOS_POINTS, SCFError, HARTREE, KB_HARTREE, dos_grid, fermi_level, label_dos, levels_dos, load_dos_store,
                         load_dosmatgen_json, make_supercell, per_atom_dos, plane_spacings, smear, supercell_repeats,
-                        xtb_levels)
+                        xtb_levels, supercell_matrix, choose_supercell, reps_str, read_dos_index, INDEX_COLUMNS)
+from xtalnb.dos import _hnf_matrices
 
 pytest.importorskip("tblite")
 
@@ -83,6 +84,83 @@ def test_supercell_rule_uses_plane_spacings():
     # every supercell atom is its primitive atom shifted by a primitive lattice vector
     shift = np.linalg.solve(NACL.lattice.T, (pos - NACL.cart_coords[amap]).T).T
     np.testing.assert_allclose(shift, np.round(shift), atol=1e-9)
+
+
+def test_hermite_forms_enumerate_every_sublattice_once():
+    "Hermite forms of determinant n: as many as sublattices of index n of Z^3 (OEIS A001001), pairwise different lattices."
+    assert [len(_hnf_matrices(n)) for n in range(1, 11)] == [1, 7, 13, 35, 31, 91, 57, 155, 130, 217]
+    for n in (4, 6):
+        H = _hnf_matrices(n)
+        assert (np.rint(np.linalg.det(H)) == n).all()
+        for a in range(len(H)):                     # H_a and H_b span the same lattice iff H_a H_b^-1 is integer
+            R = H[a] @ np.linalg.inv(H[np.arange(len(H)) != a])
+            assert not np.all(np.abs(R - np.rint(R)) < 1e-9, axis=(1, 2)).any()
+
+
+def test_smallest_supercell_closed_form_and_brute_force():
+    # fcc Al primitive (plane spacing a/sqrt3): the conventional cube (4 cells, spacing a) is the smallest reaching 4.0 Å
+    P = supercell_matrix(AL.lattice, 4.0)
+    assert round(np.linalg.det(P)) == 4
+    np.testing.assert_allclose(plane_spacings(P @ AL.lattice), 4.05, atol=1e-9)
+    # simple cubic, a = 3 Å: at 6 Å the diagonal 2x2x2 meets the volume bound (8 cells) and is returned as is; at 7 Å the
+    # diagonal 3x3x3 (27 cells) loses to a 14-cell supercell with all three spacings 3 sqrt(78)/... = 7.10 Å
+    assert np.array_equal(supercell_matrix(np.eye(3) * 3.0, 6.0), np.diag([2, 2, 2]))
+    P = supercell_matrix(np.eye(3) * 3.0, 7.0)
+    assert round(np.linalg.det(P)) == 14 and plane_spacings(P * 3.0).min() >= 7.0
+    # random oblique cells against an exhaustive search over all matrices with entries in {-1, 0, 1, 2}
+    rng = np.random.default_rng(1)
+    M = np.array(np.meshgrid(*[[-1, 0, 1, 2]] * 9, indexing="ij")).reshape(9, -1).T.reshape(-1, 3, 3).astype(float)
+    det = np.rint(np.linalg.det(M))
+    M, det = M[det > 0], det[det > 0]
+    for _ in range(3):
+        L = np.eye(3) * rng.uniform(2.5, 4.0, 3) + rng.uniform(-1.5, 1.5, (3, 3))
+        V = abs(np.linalg.det(L))
+        L_min = 1.7 * V ** (1 / 3)
+        P = supercell_matrix(L, L_min)
+        n = round(np.linalg.det(P))
+        assert plane_spacings(P @ L).min() >= L_min - 1e-9                    # valid
+        assert n >= np.ceil(L_min ** 3 / V - 1e-9)                            # respects the volume bound
+        B = M @ L
+        Vb = np.abs(np.linalg.det(B))
+        d = np.stack([Vb / np.linalg.norm(np.cross(B[:, (i + 1) % 3], B[:, (i + 2) % 3]), axis=1) for i in range(3)], 1)
+        ok = d.min(1) >= L_min - 1e-9
+        assert ok.any() and n <= det[ok].min()                                # no box matrix is smaller
+        assert n <= np.prod(supercell_repeats(L, L_min))                      # never worse than diagonal
+    with pytest.raises(ValueError, match="singular lattice"):
+        supercell_matrix(np.array([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]]), 5.0)
+
+
+def test_general_supercell_images_and_rules():
+    P = [[1, 1, 0], [0, 1, 1], [1, 0, 1]]                                          # index 2
+    z, pos, Ls, amap = make_supercell(NACL, P)
+    assert len(z) == 4 and list(amap) == [0, 1, 0, 1] and list(z) == [11, 17, 11, 17]
+    np.testing.assert_allclose(Ls, np.array(P) @ NACL.lattice)
+    shift = np.linalg.solve(NACL.lattice.T, (pos - NACL.cart_coords[amap]).T).T    # images differ by primitive lattice vectors
+    np.testing.assert_allclose(shift, np.round(shift), atol=1e-9)
+    f = np.linalg.solve(Ls.T, pos.T).T                                             # and are distinct modulo the supercell
+    df = (f[0] - f[2] + 0.5) % 1.0 - 0.5
+    assert np.abs(df).max() > 0.1
+    with pytest.raises(ValueError, match="positive determinant"):
+        make_supercell(NACL, [[1, 0, 0], [0, 1, 0], [0, 0, -1]])
+    with pytest.raises(ValueError, match="supercell must be"):
+        choose_supercell(NACL, 7.0, "cubic")
+    # auto: the diagonal supercell up to 100 atoms (Si: 2 x 27), else the smallest (Al at 10 Å: 125 diagonal -> 63)
+    assert choose_supercell(SI, 7.0, "auto") == supercell_repeats(SI.lattice, 7.0)
+    big = choose_supercell(AL, 10.0, "auto")
+    assert round(np.linalg.det(np.array(big))) == 63 and choose_supercell(AL, 10.0, "diagonal") == (5, 5, 5)
+    assert reps_str((3, 3, 2)) == "3x3x2" and reps_str(P) == "1 1 0;0 1 1;1 0 1"
+
+
+def test_same_supercell_lattice_in_another_basis_gives_the_same_dos():
+    "A 2x2x1 Si supercell and the same lattice spanned by a sheared integer basis: identical Γ-point per-atom DOS."
+    a = xtb_levels(SI, reps=(2, 2, 1))
+    b = xtb_levels(SI, reps=[[2, 2, 0], [0, 2, 0], [0, 0, 1]])
+    assert len(b.numbers) == len(a.numbers) == 8
+    # same up to tblite's basis-dependent lattice-sum truncation and SCF tolerance (4e-5 eV measured); a wrong image set or atom
+    # map would move levels by tenths of an eV
+    np.testing.assert_allclose(np.sort(b.energies), np.sort(a.energies), atol=2e-4)
+    ga, gb = levels_dos(a), levels_dos(b)
+    np.testing.assert_allclose(gb, ga, atol=2e-3 * ga.max())
 
 
 # --- levels, projection, sum rules ----------------------------------------------------------------------------------
@@ -163,7 +241,7 @@ def test_charge_runaway_is_rejected():
 
 # --- store ----------------------------------------------------------------------------------------------------------
 def test_store_resumes_and_records_failures(tmp_path):
-    big = Crystal(np.array([6]), np.zeros((1, 3)), np.eye(3) * 1.5, id="too-big")
+    big = Crystal(np.array([6]), np.zeros((1, 3)), np.eye(3) * 1.0, id="too-big")   # 5 Å needs >= 125 cells
     kw = dict(min_length=5.0, chunk_size=1, progress=False, max_super_atoms=50)
     label_dos([SI], tmp_path, split="x", **kw)
     idx = label_dos([SI, big, NACL], tmp_path, split="x", **kw)
@@ -192,6 +270,18 @@ def test_committed_store_loads_every_ok_row():
     assert len(got) == len(rows) > 400
     assert all(c.atom_props["dos"].shape == (c.num_atoms, DOS_POINTS) for c in got)
     assert np.isnan(_num("")) and _num("0.25") == 0.25
+
+
+def test_relabelled_id_loads_once(tmp_path):
+    "A label redone after its index row was dropped lives in a new shard; the stale copy in the old shard is not loaded."
+    kw = dict(min_length=3.0, chunk_size=2, progress=False)
+    label_dos([NACL, SI], tmp_path, split="x", **kw)
+    idx = read_dos_index(tmp_path)
+    idx[idx.id != "NaCl"][INDEX_COLUMNS].to_csv(tmp_path / "index.csv", index=False)
+    idx = label_dos([NACL, SI], tmp_path, split="x", **kw)
+    assert sorted(idx.id) == ["NaCl", "Si"] and idx.set_index("id").loc["NaCl", "shard"] == "shard_00001.npz"
+    got = load_dos_store(tmp_path)
+    assert sorted(c.id for c in got) == ["NaCl", "Si"]
 
 
 def test_deferred_retry_ladder_finishes_in_a_second_pass(tmp_path, monkeypatch):

@@ -20,10 +20,10 @@ from .crystal import Crystal
 from .data import CrystalDataset, load_dos_json
 
 # %% auto 0
-__all__ = ['DOS_POINTS', 'DOS_WINDOW', 'HARTREE', 'BOHR', 'KB_HARTREE', 'INDEX_COLUMNS', 'dos_grid', 'load_dosmatgen_json',
-           'plane_spacings', 'supercell_repeats', 'make_supercell', 'XTBLevels', 'SCFError', 'fermi_level',
-           'xtb_levels', 'smear', 'levels_dos', 'per_atom_dos', 'read_dos_index', 'label_dos', 'load_dos_store',
-           'build_mp20_dos']
+__all__ = ['DOS_POINTS', 'DOS_WINDOW', 'HARTREE', 'BOHR', 'KB_HARTREE', 'AUTO_DIAGONAL_MAX_ATOMS', 'INDEX_COLUMNS', 'dos_grid',
+           'load_dosmatgen_json', 'plane_spacings', 'supercell_repeats', 'supercell_matrix', 'choose_supercell',
+           'reps_str', 'make_supercell', 'XTBLevels', 'SCFError', 'fermi_level', 'xtb_levels', 'smear', 'levels_dos',
+           'per_atom_dos', 'read_dos_index', 'label_dos', 'load_dos_store', 'build_mp20_dos']
 
 # %% ../nbs/09_dos.ipynb 5
 DOS_POINTS = 400               # length of every per-atom DOS vector (DOSMatGen)
@@ -73,14 +73,115 @@ def supercell_repeats(lattice, min_length: float = 10.0) -> tuple:
         raise ValueError(f"min_length must be positive (Å), got {min_length}")
     return tuple(int(max(1, np.ceil(min_length / d - 1e-9))) for d in plane_spacings(lattice))
 
+AUTO_DIAGONAL_MAX_ATOMS = 100   # supercell="auto": the diagonal supercell up to this many atoms, else the smallest one
+
+def _hnf_matrices(n: int) -> np.ndarray:
+    "Every row Hermite normal form of determinant `n` (upper triangular, 0 ≤ h_ij < h_jj): one per sublattice of index `n`."
+    out = []
+    for a in (a for a in range(1, n + 1) if n % a == 0):
+        for c in (c for c in range(1, n // a + 1) if (n // a) % c == 0):
+            f = n // (a * c)
+            for b, d, e in itertools.product(range(c), range(f), range(f)):
+                out.append(((a, b, d), (0, c, e), (0, 0, f)))
+    return np.array(out, dtype=np.int64).reshape(-1, 3, 3)
+
+def _reduce_bases(B: np.ndarray, U: np.ndarray, max_sweeps: int = 100) -> tuple:
+    "Greedy reduction of every basis B[k] (rows): b_i -= round(μ) b_j, then b_i ± b_j ± b_k while shorter; same row operations on U[k]."
+    B, U = B.copy(), U.copy()
+    signs = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+    for _ in range(max_sweeps):
+        changed = False
+        for i, j in itertools.permutations(range(3), 2):
+            mu = np.rint(np.einsum("kx,kx->k", B[:, i], B[:, j]) / np.einsum("kx,kx->k", B[:, j], B[:, j]))
+            if mu.any():        # each step strictly shortens b_i, so the loop ends
+                changed = True
+                B[:, i] -= mu[:, None] * B[:, j]
+                U[:, i] -= mu.astype(np.int64)[:, None] * U[:, j]
+        for i in range(3):      # in 3D, pairwise plus these combinations reach the successive minima (Minkowski)
+            j, k = (i + 1) % 3, (i + 2) % 3
+            for s1, s2 in signs:
+                cand = B[:, i] + s1 * B[:, j] + s2 * B[:, k]
+                better = np.einsum("kx,kx->k", cand, cand) < np.einsum("kx,kx->k", B[:, i], B[:, i]) * (1 - 1e-12)
+                if better.any():
+                    changed = True
+                    B[better, i] = cand[better]
+                    U[better, i] += s1 * U[better, j] + s2 * U[better, k]
+        if not changed:
+            break
+    return B, U
+
+def _spacings(B: np.ndarray) -> np.ndarray:
+    "Plane spacings (K, 3) of K bases (K, 3, 3)."
+    V = np.abs(np.linalg.det(B))
+    return np.stack([V / np.linalg.norm(np.cross(B[:, (i + 1) % 3], B[:, (i + 2) % 3]), axis=1) for i in range(3)], 1)
+
+def supercell_matrix(lattice, min_length: float = 10.0, max_cells: int | None = None) -> np.ndarray:
+    "Integer matrix $P$ (supercell vectors = rows of `P @ lattice`) of the smallest supercell with every plane spacing ≥ `min_length` Å."
+    L = np.asarray(lattice, dtype=np.float64)
+    if L.shape != (3, 3) or not np.isfinite(L).all():
+        raise ValueError(f"lattice must be a finite 3x3 matrix, got shape {L.shape}")
+    V = abs(np.linalg.det(L))
+    if not V > 1e-8:
+        raise ValueError(f"singular lattice (volume {V:.3g} Å^3): no supercell can reach plane spacings of {min_length} Å")
+    diag = np.diag(supercell_repeats(L, min_length)).astype(np.int64)
+    n_diag = int(np.prod(np.diag(diag)))
+    n_lo = max(1, int(np.ceil(min_length ** 3 / V - 1e-9)))          # V_super >= d1 d2 d3 >= min_length^3
+    n_hi = n_diag - 1 if max_cells is None else min(n_diag - 1, int(max_cells))
+    for n in range(n_lo, n_hi + 1):
+        H = _hnf_matrices(n)
+        # plane spacings are 1/|g_i| of the reciprocal basis: reduce that (T: its integer row operations), keep its dual
+        G, T = _reduce_bases(np.linalg.inv(H @ L).transpose(0, 2, 1), np.broadcast_to(np.eye(3, dtype=np.int64), H.shape))
+        dmin = 1.0 / np.linalg.norm(G, axis=2).max(1)
+        if (dmin >= min_length - 1e-9).any():
+            k = int(np.argmax(dmin))
+            P = np.rint(np.linalg.inv(T[k]).T @ H[k]).astype(np.int64)    # supercell basis dual to the reduced reciprocal one
+            return P if np.linalg.det(P) > 0 else -P                       # right-handed, like the primitive cell
+    return diag                                                         # nothing smaller than the diagonal supercell
+
+def choose_supercell(crystal: Crystal, min_length: float = 10.0, supercell: str = "auto", max_super_atoms: int | None = None):
+    "Supercell by rule: 'diagonal' (repeats), 'smallest' (`supercell_matrix`), 'auto' (diagonal up to min(100, max_super_atoms) atoms)."
+    if supercell not in ("diagonal", "smallest", "auto"):
+        raise ValueError(f"supercell must be 'diagonal', 'smallest' or 'auto', got {supercell!r}")
+    reps = supercell_repeats(crystal.lattice, min_length)
+    n_diag = crystal.num_atoms * int(np.prod(reps))
+    limit = AUTO_DIAGONAL_MAX_ATOMS if max_super_atoms is None else min(AUTO_DIAGONAL_MAX_ATOMS, max_super_atoms)
+    if supercell == "diagonal" or (supercell == "auto" and n_diag <= limit):
+        return reps
+    max_cells = None if max_super_atoms is None else max_super_atoms // crystal.num_atoms
+    P = supercell_matrix(crystal.lattice, min_length, max_cells=max_cells)
+    return reps if np.count_nonzero(P - np.diag(np.diag(P))) == 0 and tuple(np.diag(P)) == reps else tuple(map(tuple, P.tolist()))
+
+def reps_str(reps) -> str:
+    "Index notation of a supercell: '3x3x2' for diagonal repeats, '1 1 0;0 1 1;1 0 1' for the rows of a general matrix."
+    r = np.asarray(reps, dtype=np.int64)
+    return "x".join(map(str, r)) if r.shape == (3,) else ";".join(" ".join(map(str, row)) for row in r)
+
 def make_supercell(crystal: Crystal, reps) -> tuple:
-    "Diagonal supercell: (atomic numbers, Cartesian positions Å, lattice Å, primitive index of every supercell atom)."
-    reps = np.asarray(reps, dtype=np.int64)
-    if reps.shape != (3,) or (reps < 1).any():
-        raise ValueError(f"reps must be three positive integers, got {reps.tolist()}")
-    shifts = np.array(list(itertools.product(*(range(n) for n in reps))), dtype=np.float64)   # (M, 3) image offsets
-    frac = (crystal.frac_coords[None] + shifts[:, None]) / reps                              # (M, N, 3) in supercell units
-    lattice = crystal.lattice * reps[:, None]
+    "Supercell from repeats (3,) or an integer matrix (3, 3): (atomic numbers, Cartesian positions Å, lattice Å, primitive index of every atom)."
+    reps = np.asarray(reps)
+    if reps.shape == (3, 3):
+        if not np.array_equal(reps, np.rint(reps)):
+            raise ValueError(f"a supercell matrix must be integer, got {reps.tolist()}")
+        P = np.rint(reps).astype(np.int64)
+        n = int(round(np.linalg.det(P)))
+        if n <= 0:
+            raise ValueError(f"a supercell matrix needs a positive determinant, got {n} for {P.tolist()}")
+        corners = np.array(list(itertools.product((0, 1), repeat=3))) @ P   # the supercell's corners in primitive coordinates
+        box = itertools.product(*(range(lo, hi + 1) for lo, hi in zip(corners.min(0), corners.max(0))))
+        t = np.array(list(box), dtype=np.float64)
+        s = t @ np.linalg.inv(P)
+        shifts = t[np.all((s > -1e-9) & (s < 1 - 1e-9), axis=1)]            # lattice translations inside the supercell
+        if len(shifts) != n:
+            raise RuntimeError(f"found {len(shifts)} lattice points in a supercell of index {n}")
+        frac = ((crystal.frac_coords[None] + shifts[:, None]) @ np.linalg.inv(P)) % 1.0   # (M, N, 3) in supercell units
+        lattice = P @ crystal.lattice
+    else:
+        reps = reps.astype(np.int64) if reps.dtype.kind in "iu" else reps
+        if reps.shape != (3,) or reps.dtype.kind not in "iu" or (reps < 1).any():
+            raise ValueError(f"reps must be three positive integers or an integer 3x3 matrix, got {reps.tolist()}")
+        shifts = np.array(list(itertools.product(*(range(n) for n in reps))), dtype=np.float64)   # (M, 3) image offsets
+        frac = (crystal.frac_coords[None] + shifts[:, None]) / reps                              # (M, N, 3) in supercell units
+        lattice = crystal.lattice * reps[:, None]
     pos = frac.reshape(-1, 3) @ lattice
     atom_map = np.tile(np.arange(crystal.num_atoms), len(shifts))
     return np.tile(crystal.atomic_numbers, len(shifts)), pos, lattice, atom_map
@@ -97,7 +198,7 @@ class XTBLevels:
     n_orbitals: np.ndarray    # (n_super_atoms,) basis functions per atom
     numbers: np.ndarray       # (n_super_atoms,) atomic numbers
     atom_map: np.ndarray      # (n_super_atoms,) primitive atom of every supercell atom
-    reps: tuple               # supercell repeats
+    reps: tuple               # supercell: repeats (n1, n2, n3), or the rows of a general integer matrix
     etemp: float              # electronic temperature of the SCF, K
     projection: str
     seconds: float            # wall time of the calculation
@@ -144,14 +245,16 @@ def _projection_weights(C, S, ao_atom, n_atoms, projection):
 
 def xtb_levels(crystal: Crystal, min_length: float = 10.0, etemp: float = 300.0, projection: str = "mulliken",
                reps=None, method: str = "GFN1-xTB", max_iter: int = 100, accuracy: float = 1.0, damping: float | None = None,
-               max_super_atoms: int = 600, max_charge: float = 3.0) -> XTBLevels:
-    "Γ-point GFN1-xTB single point of `crystal`'s supercell (≥ `min_length` Å plane spacing unless `reps` is given)."
+               max_super_atoms: int = 600, max_charge: float = 3.0, supercell: str = "auto") -> XTBLevels:
+    "Γ-point GFN1-xTB single point of `crystal`'s supercell (≥ `min_length` Å plane spacing by the `supercell` rule unless `reps` is given)."
     # damping: SCF mixer damping (tblite's default when None); smaller values help d-metal SCFs converge
     from tblite.interface import Calculator
-    reps = tuple(int(r) for r in (reps if reps is not None else supercell_repeats(crystal.lattice, min_length)))
+    if reps is None:
+        reps = choose_supercell(crystal, min_length, supercell, max_super_atoms)
+    reps = tuple(int(r) for r in reps) if np.ndim(reps) == 1 else tuple(tuple(int(x) for x in row) for row in reps)
     z, pos, lattice, atom_map = make_supercell(crystal, reps)
     if len(z) > max_super_atoms:
-        raise ValueError(f"supercell {reps} has {len(z)} atoms > max_super_atoms={max_super_atoms}")
+        raise ValueError(f"supercell {reps_str(reps)} has {len(z)} atoms > max_super_atoms={max_super_atoms}")
     if projection not in ("mulliken", "lowdin"):
         raise ValueError(f"projection must be 'mulliken' or 'lowdin', got {projection!r}")
     t0 = time.perf_counter()
@@ -253,7 +356,7 @@ def _label_one(args):
     row = dict(id=str(crystal.id), n_atoms=crystal.num_atoms)
     try:
         g, lv = per_atom_dos(crystal, **kw)
-        row.update(status="ok", reps="x".join(map(str, lv.reps)), n_super=len(lv.numbers), etemp=lv.etemp, attempts=lv.attempts,
+        row.update(status="ok", reps=reps_str(lv.reps), n_super=len(lv.numbers), etemp=lv.etemp, attempts=lv.attempts,
                    e_fermi=lv.fermi, gap=lv.gap, error="")
     except Exception as e:
         g = None
@@ -264,7 +367,7 @@ def _label_one(args):
 def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: int = 1, limit: int | None = None,
               retry_failed: bool | str = False, progress: bool = True, sigma: float = 0.2, min_length: float = 10.0,
               etemp: float = 300.0, retries=((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1)),
-              projection: str = "mulliken", max_super_atoms: int = 300) -> pd.DataFrame:
+              projection: str = "mulliken", max_super_atoms: int = 300, supercell: str = "auto") -> pd.DataFrame:
     "Label `crystals` with per-atom GFN1-xTB DOS into `out_dir` (npz shards + index.csv), skipping finished ids; returns the index."
     # retry_failed: True redoes every failed id; "deferred" only SCF failures that stopped before the end of `retries`
     # (e.g. a first pass with retries=() that labels the easy SCFs first and leaves the retry ladder for a second pass)
@@ -286,7 +389,7 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
         raise ValueError("every crystal needs a unique, non-empty id (the store is keyed by id)")
     todo = [c for c in crystals if str(c.id) not in done][:limit]
     kw = dict(sigma=sigma, min_length=min_length, etemp=etemp, retries=tuple(map(tuple, retries)), projection=projection,
-              max_super_atoms=max_super_atoms)
+              max_super_atoms=max_super_atoms, supercell=supercell)
     grid = dos_grid()
     used = [int(p.stem.split("_")[1]) for p in out.glob("shard_*.npz")]
     next_shard = max(used, default=-1) + 1
@@ -344,8 +447,8 @@ def load_dos_store(out_dir, split: str | None = None) -> CrystalDataset:
         a = np.load(out / shard)
         offs = np.concatenate([[0], np.cumsum(a["num_atoms"])])
         for k, sid in enumerate(a["ids"].tolist()):
-            if sid not in info.index:
-                continue   # a shard written by a chunk whose index update was lost: recomputed elsewhere
+            if sid not in info.index or info.loc[sid, "shard"] != shard:
+                continue   # a shard written by a chunk whose index update was lost, or a label redone later: its row names another shard
             r, sl = info.loc[sid], slice(offs[k], offs[k + 1])
             crystals.append(Crystal(a["atomic_numbers"][sl].astype(np.int64), a["frac_coords"][sl].astype(np.float64),
                                     a["lattice"][k].astype(np.float64), id=sid,

@@ -12,11 +12,19 @@ retries, which cost about half of the CPU of the first 960 structures and rescue
 `run_label.py 2 pass1` (or `pass2`) runs only that pass, `run_label.py 2 pass1 100` only the structures whose supercell has ≤ 100
 atoms (a prefix of the same order); `data/dos/run_final.sh` uses it to train on the pass-1 store before
 the retries run.
+
+Session 9 changed the supercell rule for the largest cells (`supercell="auto"` of `xtalnb.dos.label_dos`): a 7 Å diagonal supercell
+of more than 100 atoms is replaced by the smallest general supercell with every plane spacing ≥ 7 Å (`supercell_matrix`), which
+cut the 339 structures still unlabelled from 108-320 atoms to 21-64. Every structure labelled before had a diagonal supercell of
+≤ 96 atoms, except 18 tried at 108 atoms in session 8: `relabel_session9` drops their index rows once (listing them in
+`relabel_s9.txt`), so they are labelled again by the rule a fresh rebuild would use.
 """
 import sys
 import numpy as np
 from xtalnb.data import load_dataset
-from xtalnb.dos import label_dos, supercell_repeats
+from pathlib import Path
+import pandas as pd
+from xtalnb.dos import AUTO_DIAGONAL_MAX_ATOMS, INDEX_COLUMNS, _atomic_write, label_dos, read_dos_index, supercell_repeats
 
 MIN_LENGTH, MAX_ATOMS, N_TEST, SEED = 7.0, 8, 100, 0
 OUT = "data/dos"
@@ -27,16 +35,32 @@ def by_supercell_size(crystals, seed):
     order = np.lexsort((rng.random(len(crystals)), size))
     return [crystals[i] for i in order]
 
+def relabel_session9(train):
+    "Once: drop the index rows of train ids tried with a > 100-atom diagonal supercell before the smallest-supercell rule."
+    marker = Path(OUT) / "relabel_s9.txt"
+    if marker.exists():
+        return
+    big = {str(c.id) for c in train
+           if c.num_atoms * np.prod(supercell_repeats(c.lattice, MIN_LENGTH)) > AUTO_DIAGONAL_MAX_ATOMS}
+    idx = read_dos_index(OUT)
+    old = idx[idx.id.isin(big) & (idx.split == "train")]
+    if len(old):
+        _atomic_write(Path(OUT) / "index.csv", lambda tmp: idx[~idx.id.isin(old.id)][INDEX_COLUMNS].to_csv(tmp, index=False))
+    _atomic_write(marker, lambda tmp: open(tmp, "w").write("".join(f"{i}\n" for i in old.id)))
+    print(f"session 9 rule change: {len(old)} rows with > {AUTO_DIAGONAL_MAX_ATOMS}-atom diagonal supercells dropped "
+          f"({(old.status == 'ok').sum()} ok, {(old.status != 'ok').sum()} failed), listed in {marker}", flush=True)
+
 if __name__ == "__main__":
     n_jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     passes = sys.argv[2] if len(sys.argv) > 2 else "both"      # "pass1", "pass2" or "both"
     cap = int(sys.argv[3]) if len(sys.argv) > 3 else None       # only train structures whose 7 Å supercell has <= cap atoms
     if passes not in ("pass1", "pass2", "both"):
         sys.exit(f"second argument must be pass1, pass2 or both, got {passes!r}")
-    kw = dict(chunk_size=20, min_length=MIN_LENGTH, max_super_atoms=300, n_jobs=n_jobs)
+    kw = dict(chunk_size=20, min_length=MIN_LENGTH, max_super_atoms=300, n_jobs=n_jobs, supercell="auto")
     test = by_supercell_size([c for c in load_dataset("mp20_subset", "test", progress=False) if c.num_atoms <= MAX_ATOMS], SEED)
     label_dos(test[:N_TEST], OUT, split="test", **kw)
     train = by_supercell_size([c for c in load_dataset("mp20_subset", "train", progress=False) if c.num_atoms <= MAX_ATOMS], SEED)
+    relabel_session9(train)     # before the cap: it looks at the largest supercells
     if cap is not None:     # the order stays the same, so a capped run is a prefix of the full one
         train = [c for c in train if c.num_atoms * np.prod(supercell_repeats(c.lattice, MIN_LENGTH)) <= cap]
         print(f"capped at supercells of <= {cap} atoms: {len(train)} train structures", flush=True)
