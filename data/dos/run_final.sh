@@ -12,6 +12,10 @@
 # finished store (a cap of 400 covers every supercell, so labelling is a no-op):
 #   setsid nohup bash data/dos/run_final.sh p2 400 > data/dos/run_final_p2.log 2>&1 &
 #
+# Session 9: the structures left after p1 (7 Å diagonal supercells of 108-320 atoms) got the smallest general supercell instead
+# (21-64 atoms, `supercell="auto"`, see run_label.py), so pass 1 finished in 20 min; snapshot p2 was taken after pass 1 and the first
+# part of pass 2, and pass 2 continues at the end of `run_final.sh p2 400`.
+#
 # Every step skips what is already done (finished label ids, finished training runs, cached eval tags), so after an interruption
 # the same command continues. Each Python step is one single-threaded nice-19 process, except labelling (two workers).
 set -euo pipefail
