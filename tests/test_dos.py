@@ -151,6 +151,15 @@ def test_general_supercell_images_and_rules():
     assert reps_str((3, 3, 2)) == "3x3x2" and reps_str(P) == "1 1 0;0 1 1;1 0 1"
 
 
+def test_collapsed_cell_fails_before_building_its_supercell():
+    "A generated cell squashed to 1 mÅ needs ~10^11 images at 7 Å: a clear error at once, not an out-of-memory kill."
+    flat = Crystal(np.array([28, 79]), np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), np.diag([1e-3, 1e-3, 4.0]), id="flat")
+    with pytest.raises(ValueError, match="max_super_atoms=80"):
+        xtb_levels(flat, min_length=7.0, max_super_atoms=80)
+    with pytest.raises(ValueError, match="max_super_atoms=80"):
+        xtb_levels(flat, min_length=7.0, max_super_atoms=80, supercell="diagonal")
+
+
 def test_same_supercell_lattice_in_another_basis_gives_the_same_dos():
     "A 2x2x1 Si supercell and the same lattice spanned by a sheared integer basis: identical Γ-point per-atom DOS."
     a = xtb_levels(SI, reps=(2, 2, 1))

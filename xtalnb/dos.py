@@ -252,9 +252,10 @@ def xtb_levels(crystal: Crystal, min_length: float = 10.0, etemp: float = 300.0,
     if reps is None:
         reps = choose_supercell(crystal, min_length, supercell, max_super_atoms)
     reps = tuple(int(r) for r in reps) if np.ndim(reps) == 1 else tuple(tuple(int(x) for x in row) for row in reps)
+    n_cells = int(np.prod(reps)) if np.ndim(reps) == 1 else abs(int(round(np.linalg.det(np.array(reps, dtype=np.float64)))))
+    if crystal.num_atoms * n_cells > max_super_atoms:      # checked before building it: a collapsed cell can need 10^11 images
+        raise ValueError(f"supercell {reps_str(reps)} has {crystal.num_atoms * n_cells} atoms > max_super_atoms={max_super_atoms}")
     z, pos, lattice, atom_map = make_supercell(crystal, reps)
-    if len(z) > max_super_atoms:
-        raise ValueError(f"supercell {reps_str(reps)} has {len(z)} atoms > max_super_atoms={max_super_atoms}")
     if projection not in ("mulliken", "lowdin"):
         raise ValueError(f"projection must be 'mulliken' or 'lowdin', got {projection!r}")
     t0 = time.perf_counter()
