@@ -158,6 +158,8 @@ def test_collapsed_cell_fails_before_building_its_supercell():
         xtb_levels(flat, min_length=7.0, max_super_atoms=80)
     with pytest.raises(ValueError, match="max_super_atoms=80"):
         xtb_levels(flat, min_length=7.0, max_super_atoms=80, supercell="diagonal")
+    reps = supercell_repeats(flat.lattice, 7.0)            # the search gives up at max_cells (default 200) and returns the diagonal
+    assert np.array_equal(supercell_matrix(flat.lattice, 7.0), np.diag(reps)) and reps[0] == 7000
 
 
 def test_same_supercell_lattice_in_another_basis_gives_the_same_dos():

@@ -115,8 +115,10 @@ def _spacings(B: np.ndarray) -> np.ndarray:
     V = np.abs(np.linalg.det(B))
     return np.stack([V / np.linalg.norm(np.cross(B[:, (i + 1) % 3], B[:, (i + 2) % 3]), axis=1) for i in range(3)], 1)
 
-def supercell_matrix(lattice, min_length: float = 10.0, max_cells: int | None = None) -> np.ndarray:
+def supercell_matrix(lattice, min_length: float = 10.0, max_cells: int | None = 200) -> np.ndarray:
     "Integer matrix $P$ (supercell vectors = rows of `P @ lattice`) of the smallest supercell with every plane spacing ≥ `min_length` Å."
+    # searches supercells of up to `max_cells` cells (None: up to the diagonal one), else returns the diagonal supercell: the
+    # number of sublattices grows ~n², and a collapsed cell would otherwise start the search at millions of cells
     L = np.asarray(lattice, dtype=np.float64)
     if L.shape != (3, 3) or not np.isfinite(L).all():
         raise ValueError(f"lattice must be a finite 3x3 matrix, got shape {L.shape}")
