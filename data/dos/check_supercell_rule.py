@@ -11,7 +11,7 @@ data/dos/check_supercell_rule.csv, finished ids skipped.
 import sys
 from pathlib import Path
 import numpy as np, pandas as pd
-from xtalnb.dos import load_dos_store, read_dos_index, per_atom_dos, supercell_matrix, supercell_repeats, reps_str
+from xtalnb.dos import load_dos_store, read_dos_index, per_atom_dos, supercell_matrix, reps_str
 
 OUT = Path("data/dos/check_supercell_rule.csv")
 RETRIES = ((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1))
@@ -39,7 +39,7 @@ if __name__ == "__main__":
         except Exception as e:
             print(f"{i}: {type(e).__name__}: {str(e)[:100]}", flush=True); continue
         ref = c.atom_props["dos"].astype(np.float64)
-        row = dict(id=i, formula=c.formula if hasattr(c, "formula") else "", n_atoms=c.num_atoms, diag=idx.loc[i, "reps"],
+        row = dict(id=i, formula=c.formula, n_atoms=c.num_atoms, diag=idx.loc[i, "reps"],
                    n_diag=int(float(idx.loc[i, "n_super"])), smallest=reps_str(P), n_smallest=n_small,
                    mae=float(np.abs(g - ref).mean()), mean_abs_dos=float(np.abs(ref).mean()),
                    gap_diag=float(idx.loc[i, "gap"]) if str(idx.loc[i, "gap"]).strip() else np.nan, gap_smallest=lv.gap,

@@ -23,7 +23,6 @@ import sys
 import numpy as np
 from xtalnb.data import load_dataset
 from pathlib import Path
-import pandas as pd
 from xtalnb.dos import AUTO_DIAGONAL_MAX_ATOMS, INDEX_COLUMNS, _atomic_write, label_dos, read_dos_index, supercell_repeats
 
 MIN_LENGTH, MAX_ATOMS, N_TEST, SEED = 7.0, 8, 100, 0
