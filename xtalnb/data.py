@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 from .crystal import Crystal, CrystalBatch
 
 # %% auto 0
-__all__ = ['REGISTRY', 'DATASETS', 'project_root', 'cache_dir', 'download_dir', 'data_root', 'ChecksumError', 'verify_file',
-           'download_file', 'download_dataset', 'dataset_files', 'CrystalDataset', 'read_crystals_csv', 'load_dos_json',
-           'load_dataset', 'count_rows', 'collate_crystals', 'iterate_batches', 'num_atoms_distribution',
-           'draw_num_atoms', 'composition_counts', 'structure_table', 'summary_table', 'plot_statistics', 'data_tour']
+__all__ = ['REGISTRY', 'DEFAULT_DATASET', 'DATASETS', 'EXACT_SOURCES', 'project_root', 'cache_dir', 'download_dir', 'data_root',
+           'ChecksumError', 'verify_file', 'download_file', 'download_dataset', 'dataset_files', 'CrystalDataset',
+           'read_crystals_csv', 'load_dos_json', 'load_dataset', 'count_rows', 'collate_crystals', 'iterate_batches',
+           'num_atoms_distribution', 'draw_num_atoms', 'composition_counts', 'structure_table', 'summary_table',
+           'plot_statistics', 'data_tour']
 
 # %% ../nbs/01_data.ipynb 5
 def project_root() -> Path:
@@ -197,6 +198,8 @@ def download_dataset(name: str, splits=None, root=None, mirror: str | None = Non
     return out
 
 # %% ../nbs/01_data.ipynb 20
+DEFAULT_DATASET = "mp_20"   # train on train, select on val, report on test
+
 DATASETS = {
     "mp20_subset": {"folder": "mp_20_partial", "splits": {"train": ["train", "val"], "test": ["test"]}, "id_col": "material_id"},
     "mp_20": {"folder": "mp_20", "splits": {s: [s] for s in ("train", "val", "test")}, "id_col": "material_id"},
@@ -319,23 +322,27 @@ def _parse_csv(path: Path, id_col, limit, workers, progress) -> dict:
 # %% ../nbs/01_data.ipynb 25
 class CrystalDataset(Sequence):
     "A sequence of `Crystal`s with provenance: name, split, source files, parse failures, whether it came from the cache."
-    def __init__(self, crystals, name: str = "", split: str = "", sources=(), failed=(), from_cache: bool = False):
+    def __init__(self, crystals, name: str = "", split: str = "", sources=(), failed=(), from_cache: bool = False,
+                 variant: str = "published"):
         self.crystals = list(crystals)
+        self.variant = variant   # "published", or "rebuilt" for the shared mp_20 train (it has a per-row `source` column)
         self.name, self.split, self.sources = name, split, [Path(p) for p in sources]
         self.failed = list(failed)   # [(id, error message)] of rows whose CIF could not be parsed
         self.from_cache = from_cache
     def __len__(self): return len(self.crystals)
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return CrystalDataset(self.crystals[i], self.name, self.split, self.sources, self.failed, self.from_cache)
+            return CrystalDataset(self.crystals[i], self.name, self.split, self.sources, self.failed, self.from_cache, self.variant)
         return self.crystals[i]
     def __repr__(self):
-        return (f"CrystalDataset({self.name or '?'}/{self.split or '?'}: {len(self)} crystals"
+        return (f"CrystalDataset({self.name or '?'}/{self.split or '?'}{'' if self.variant == 'published' else f' [{self.variant}]'}: "
+                f"{len(self)} crystals"
                 f"{f', {len(self.failed)} failed to parse' if self.failed else ''})")
     def __add__(self, other):
         return CrystalDataset(self.crystals + list(other), self.name, "+".join(filter(None, [self.split, getattr(other, "split", "")])),
                               self.sources + list(getattr(other, "sources", [])), self.failed + list(getattr(other, "failed", [])),
-                              self.from_cache and getattr(other, "from_cache", False))
+                              self.from_cache and getattr(other, "from_cache", False),
+                              self.variant if self.variant == getattr(other, "variant", "published") else "mixed")
     def props_frame(self) -> pd.DataFrame:
         "One row per crystal: id, number of atoms, reduced-formula-free property columns."
         return pd.DataFrame([{"id": c.id, "num_atoms": c.num_atoms, **c.props} for c in self.crystals])
@@ -486,6 +493,9 @@ def load_dos_json(path, limit: int | None = None, strict: bool = False) -> Cryst
     return CrystalDataset(out, path.stem, "all", [path], failed)
 
 # %% ../nbs/01_data.ipynb 29
+# values of the shared copies' `source` column that mean "the published row, unchanged"; any other value is a rebuilt row
+EXACT_SOURCES = ("", "partial_exact", "mattergen_cache_exact")
+
 def load_dataset(name: str, split: str, limit: int | None = None, root=None, cache: bool = True, workers: int = 2,
                  progress: bool = True, strict: bool = False) -> CrystalDataset:
     "Load split `split` of dataset `name` (see `DATASETS`) as a `CrystalDataset` with its property columns attached."
@@ -507,6 +517,8 @@ def load_dataset(name: str, split: str, limit: int | None = None, root=None, cac
     for p in parts[1:]:
         ds = ds + p
     ds.name, ds.split = name, split
+    if any(c.props.get("source", "") not in EXACT_SOURCES for c in ds.crystals):   # see ../shared/data/README.md
+        ds.variant = "rebuilt"
     return ds
 
 def count_rows(name: str, split: str, root=None) -> int:
@@ -684,7 +696,7 @@ def plot_statistics(splits: dict, out_dir="figures", prefix: str = "data") -> li
     return paths
 
 # %% ../nbs/01_data.ipynb 55
-def data_tour(out_dir="figures", device="cpu", name: str = "mp20_subset", splits=("train", "test"), progress: bool = True) -> dict:
+def data_tour(out_dir="figures", device="cpu", name: str = DEFAULT_DATASET, splits=("train", "val", "test"), progress: bool = True) -> dict:
     "Load a dataset's splits, print a statistics table and write figures under `out_dir`; returns the table and figure paths."
     t0 = time.perf_counter()
     data = {s: load_dataset(name, s, progress=progress) for s in splits}
@@ -696,6 +708,9 @@ def data_tour(out_dir="figures", device="cpu", name: str = "mp20_subset", splits
     if name == "mp20_subset":
         print("note: a PARTIAL MP-20 (train = partial train + val, test = partial test); numbers are not comparable "
               "one-to-one with papers' MP-20 tables")
+    for k, v in data.items():
+        if getattr(v, "variant", "published") == "rebuilt":
+            print(f"note: {name}/{k} is the REBUILT split ({len(v):,} rows; see ../shared/data/README.md), not the published file")
     with pd.option_context("display.width", 160, "display.max_colwidth", 40):
         print(table.to_string())
     batch = CrystalBatch.from_crystals(list(data[splits[0]][:8]), device=device)

@@ -322,10 +322,10 @@ class SPPTable:
                    float(z["sigma"]), float(z["beta"]), float(z["alpha"]))
 
 def default_spp_path() -> Path:
-    "Shipped table <repo>/data/spp/mp20_train_spp.npz, found next to the xtalnb package or above the working directory ($XTALNB_SPP overrides)."
+    "Shipped table <repo>/data/spp/mp_20_train_spp.npz, found next to the xtalnb package or above the working directory ($XTALNB_SPP overrides)."
     if "XTALNB_SPP" in os.environ: return Path(os.environ["XTALNB_SPP"])
     import xtalnb
-    rel = Path("data") / "spp" / "mp20_train_spp.npz"
+    rel = Path("data") / "spp" / "mp_20_train_spp.npz"
     for root in [Path(xtalnb.__file__).resolve().parent.parent, Path.cwd(), *Path.cwd().parents]:
         if (root / rel).exists(): return root / rel
     return Path(xtalnb.__file__).resolve().parent.parent / rel
@@ -337,7 +337,7 @@ def load_spp(path: str | None = None) -> SPPTable:
     if not p.exists(): raise ValueError(f"SPP table {p} not found; rebuild it with xtalnb.metrics.SPPTable.build(train_structures).save(path)")
     return SPPTable.load(p)
 
-@register("spp", "PIGEN Methods (SPP, ref. 28)", "mean -ln P_ij(r) over all pair distances < 5 Å; tables from MP-20 subset train+val")
+@register("spp", "PIGEN Methods (SPP, ref. 28)", "mean -ln P_ij(r) over all pair distances < 6 Å; tables from mp_20 train")
 def spp_score(s, table: SPPTable | None = None) -> float:
     "SPP score of a structure (lower = closer to the reference distance statistics)."
     return (table or load_spp()).score(s)

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 # %% auto 0
-__all__ = ['DEFAULT_MODELS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save', 'sha256_file', 'package_versions',
-           'git_commit', 'EMA', 'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order', 'batch_indices', 'shard_slices',
-           'shard_tree', 'source_root', 'checkpoint_dir', 'available_models', 'save_model', 'load_model', 'step_losses',
-           'init_distributed', 'validation_losses', 'train', 'radius_cubed_table', 'compactness_torch',
-           'predicted_compactness', 'compactness_loss_rows', 'default_run_dir', 'export_default', 'train_default']
+__all__ = ['MODEL_SIZES', 'TRAIN_DATA', 'DEFAULT_MODELS', 'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save',
+           'sha256_file', 'package_versions', 'git_commit', 'EMA', 'CSVLog', 'TrainConfig', 'lr_at', 'epoch_order',
+           'batch_indices', 'shard_slices', 'shard_tree', 'source_root', 'checkpoint_dir', 'available_models',
+           'save_model', 'load_model', 'step_losses', 'init_distributed', 'validation_losses', 'train',
+           'radius_cubed_table', 'compactness_torch', 'predicted_compactness', 'compactness_loss_rows', 'model_spec',
+           'default_run_dir', 'build_from_spec', 'data_description', 'export_default', 'save_milestone',
+           'restore_milestone', 'train_spec', 'train_default']
 
 # %% ../nbs/06_train.ipynb 5
 def atomic_write_bytes(data: bytes, path) -> Path:
@@ -421,9 +423,11 @@ def validation_losses(model, diffusion, crystals, cfg: TrainConfig, task: str = 
 
 # %% ../nbs/06_train.ipynb 23
 def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task: str = "denovo", resume: bool = True,
-          device="cpu", time_budget_s: float | None = None, until_step: int | None = None, progress: bool = True) -> dict:
+          device="cpu", time_budget_s: float | None = None, until_step: int | None = None, progress: bool = True,
+          cpu_budget_s: float | None = None) -> dict:
     """Train `model` with `diffusion` on a list of `Crystal`s; resumable from `run_dir/state.pt`.
-    Runs until `cfg.steps`, `until_step` or `time_budget_s` (wall seconds for this call), checkpointing every `cfg.ckpt_every` steps.
+    Runs until `cfg.steps`, `until_step`, `time_budget_s` (wall seconds for this call) or `cpu_budget_s` (the run's total process
+    CPU seconds, summed over every call that resumed it), checkpointing every `cfg.ckpt_every` steps.
     Under `torchrun` the process group must be initialised (see `init_distributed`). Frozen parameters (requires_grad False) get no
     gradient, so AdamW leaves them unchanged."""
     from tqdm.auto import tqdm
@@ -440,7 +444,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     model.to(device)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed = 0, 0.0
+    step, elapsed, cpu_prev = 0, 0.0, 0.0
     state_path = run_dir / "state.pt"
     if resume and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=False)
@@ -448,16 +452,19 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
             import warnings
             warnings.warn(f"resuming {state_path} with a different TrainConfig than it was started with")
         model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); ema.load_state_dict(st["ema"])
-        step, elapsed = st["step"], st["elapsed_s"]
+        step, elapsed, cpu_prev = st["step"], st["elapsed_s"], st.get("cpu_s", 0.0)
     log = CSVLog(run_dir / "log.csv", resume_step=step) if rank == 0 else None
     ddp_model = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         ddp_model = DistributedDataParallel(model)
 
+    c_start = time.process_time()
+    cpu_s = lambda: cpu_prev + time.process_time() - c_start   # process CPU seconds (all threads) of the whole run
+
     def save_state():
         if rank == 0:
-            atomic_torch_save({"step": step, "elapsed_s": elapsed, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            atomic_torch_save({"step": step, "elapsed_s": elapsed, "cpu_s": cpu_s(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                                "ema": ema.state_dict(), "train_config": dataclasses.asdict(cfg), "task": task,
                                "model_config": model.config, "diffusion_config": diffusion.config,
                                "torch_rng": torch.get_rng_state()}, state_path)
@@ -466,7 +473,8 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=f"train {task}")
     model.train()
     while step < cfg.steps:
-        if (time_budget_s is not None and time.time() - t_start > time_budget_s) or (until_step is not None and step >= until_step):
+        if ((time_budget_s is not None and time.time() - t_start > time_budget_s) or (until_step is not None and step >= until_step)
+                or (cpu_budget_s is not None and cpu_s() >= cpu_budget_s)):
             break
         t0 = time.time()
         idx = batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)
@@ -484,7 +492,8 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
         bar.update(1)
         means = _all_reduce_mean_dict(means, world)
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-            row = {"step": step, "epoch": step * cfg.batch_size / len(train_set), "elapsed_s": elapsed, "lr": lr_at(step - 1, cfg),
+            row = {"step": step, "epoch": step * cfg.batch_size / len(train_set), "elapsed_s": elapsed, "cpu_s": cpu_s(),
+                   "lr": lr_at(step - 1, cfg),
                    "loss": sum((cfg.compactness_weight if k == "compactness" else cfg.loss_weights.get(k, 0.0)) * v
                                for k, v in means.items() if not (task == "csp" and k == "types")),
                    **{f"loss_{k}": v for k, v in means.items()}, "grad_norm": float(gnorm),
@@ -501,7 +510,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     bar.close()
     save_state()
     model.eval()
-    return {"step": step, "elapsed_s": elapsed, "done": step >= cfg.steps, "ema": ema}
+    return {"step": step, "elapsed_s": elapsed, "cpu_s": cpu_s(), "done": step >= cfg.steps, "ema": ema}
 
 # %% ../nbs/06_train.ipynb 29
 def radius_cubed_table(device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -549,88 +558,152 @@ def compactness_loss_rows(diffusion, out, noisy, t, batch, task: str = "denovo",
     return rows
 
 # %% ../nbs/06_train.ipynb 34
-DEFAULT_MODELS = {
-    "csp-mp20": dict(task="csp", family="diffcsp",
-                     model=dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
-                     train=dict(steps=60_000, batch_size=64, lr=1e-3, lr_min=1e-5, warmup_steps=500, ema_decay=0.999,
-                                grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": 0.0},
-                                log_every=50, val_every=1000, val_size=512, ckpt_every=500, seed=0)),
-    "denovo-mp20": dict(task="denovo", family="diffcsp",
-                        model=dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
-                        train=dict(steps=60_000, batch_size=64, lr=1e-3, lr_min=1e-5, warmup_steps=500, ema_decay=0.999,
-                                   grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": 20.0},
-                                   log_every=50, val_every=1000, val_size=512, ckpt_every=500, seed=0)),
-}
+MODEL_SIZES = {"256x4": dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
+               "512x6": dict(hidden=512, layers=6, num_freqs=16, time_dim=128)}
+TRAIN_DATA = "mp_20"    # train on its train split, validate on val, report on test (the papers' protocol)
+
+def model_spec(task: str, family: str = "diffcsp", size: str = "256x4", steps: int = 200_000, batch_size: int = 64) -> dict:
+    "The recipe of a base model: task, noise family, network size and training hyper-parameters."
+    if task not in ("csp", "denovo"):
+        raise ValueError(f"task must be 'csp' or 'denovo', got {task!r}")
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {sorted(MODEL_SIZES)}")
+    w_types = 0.0 if task == "csp" else (20.0 if family == "diffcsp" else 1.0)   # DiffCSP de novo: 20; D3PM carries its own λ_CE
+    return dict(task=task, family=family, size=size, data=TRAIN_DATA, model=dict(MODEL_SIZES[size]),
+                train=dict(steps=steps, batch_size=batch_size, lr=1e-3, lr_min=1e-5, warmup_steps=500, ema_decay=0.999,
+                           grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": w_types},
+                           log_every=50, val_every=2000, val_size=512, ckpt_every=500, seed=0))
+
+DEFAULT_MODELS = {"csp-mp20": model_spec("csp"), "denovo-mp20": model_spec("denovo")}
 
 def default_run_dir(name: str) -> Path:
-    "Where the resumable training state of a default model lives (outside the repository)."
+    "Where the resumable training state of a model lives (outside the repository)."
     base = os.environ.get("XTALNB_RUNS")
     return Path(base) / name if base else Path.home() / ".cache" / "xtalnb" / "runs" / name
 
-def _build_default(name: str, device="cpu"):
+def build_from_spec(spec: dict, device="cpu"):
+    "(model, diffusion, TrainConfig) of a recipe from `model_spec`."
     from xtalnb.denoiser import Denoiser
     from xtalnb.diffusion import CrystalDiffusion
-    spec = DEFAULT_MODELS[name]
     diffusion = CrystalDiffusion(spec["family"])
     kw = dict(spec["model"])
     if spec["family"] == "mattergen":
         kw.update(type_input="tokens", type_output="logits", lattice_output="symmetric")
     return Denoiser(**kw, device=device), diffusion, TrainConfig(**spec["train"])
 
-def export_default(name: str, run_dir=None, out_dir=None, metrics: dict | None = None) -> dict:
-    "Write the EMA weights of a default model's run to `data/checkpoints/<name>.pt` with its model card."
-    from xtalnb.data import load_dataset, num_atoms_distribution
-    run_dir = Path(run_dir) if run_dir else default_run_dir(name)
-    st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
-    model, diffusion, cfg = _build_default(name)
-    model.load_state_dict(st["ema"]["shadow"])
-    out = Path(out_dir) if out_dir else checkpoint_dir()
-    old = out / f"{name}.json"
-    prev = json.loads(old.read_text()) if old.exists() else {}
-    train_set = load_dataset("mp20_subset", "train")
-    card = {
-        "task": DEFAULT_MODELS[name]["task"], "family": DEFAULT_MODELS[name]["family"],
-        "data": "mp20_subset train split = shared MP-20 partial train + val (9,191 crystals); test = partial test (7,342)",
-        "steps": st["step"], "epochs": st["step"] * cfg.batch_size / len(train_set),
-        "wall_hours": st["elapsed_s"] / 3600, "cpu_core_hours": st["elapsed_s"] / 3600 * st.get("threads", 1),
-        "hardware": "CPU (2 cores, shared)", "seed": cfg.seed, "train_config": dataclasses.asdict(cfg),
-        "num_atoms_distribution": num_atoms_distribution(train_set).tolist(),
-        "metrics": {**prev.get("metrics", {}), **(metrics or {})},
-        "warm_restarts": st.get("warm_restarts", []),
-    }
-    return save_model(out / name, model, diffusion, card=card)
-
-def train_default(name: str, hours: float | None = None, until_step: int | None = None, run_dir=None, device="cpu",
-                  threads: int | None = None, progress: bool = True, export_every_s: float = 1800.0) -> dict:
-    "Train (or continue training) a shipped default model for at most `hours`, then export it."
-    from xtalnb.data import load_dataset
+def _spec_of(name: str, spec: dict | None) -> dict:
+    if spec is not None:
+        return spec
     if name not in DEFAULT_MODELS:
         raise ValueError(f"unknown default model {name!r}; choose from {sorted(DEFAULT_MODELS)}")
+    return DEFAULT_MODELS[name]
+
+def _build_default(name: str, device="cpu"):
+    return build_from_spec(_spec_of(name, None), device)
+
+def data_description(name: str, n_train: int) -> str:
+    "What a model card says about its training data."
+    if name == "mp_20":
+        return (f"mp_20 train ({n_train:,} crystals; rebuilt from public sources, 96 % of the published 27,136 rows, see "
+                "../shared/data/README.md); validation loss on the first 512 of mp_20 val; test split untouched")
+    return f"{name} train ({n_train:,} crystals)"
+
+def export_default(name: str, run_dir=None, out_dir=None, metrics: dict | None = None, spec: dict | None = None,
+                   out_path=None) -> dict:
+    "Write the EMA weights of a run to `<out_dir>/<name>.pt` (default `data/checkpoints/`) with its model card."
+    from xtalnb.data import load_dataset, num_atoms_distribution
+    spec = _spec_of(name, spec)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(name)
+    st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
+    model, diffusion, cfg = build_from_spec(spec)
+    model.load_state_dict(st["ema"]["shadow"])
+    out_path = Path(out_path) if out_path else (Path(out_dir) if out_dir else checkpoint_dir()) / f"{name}.pt"
+    train_set = load_dataset(spec.get("data", TRAIN_DATA), "train", progress=False)
+    card = {
+        "task": spec["task"], "family": spec["family"], "size": spec.get("size"),
+        "data": data_description(spec.get("data", TRAIN_DATA), len(train_set)),
+        "steps": st["step"], "epochs": st["step"] * cfg.batch_size / len(train_set),
+        "cpu_hours": st.get("cpu_s", 0.0) / 3600, "wall_hours": st["elapsed_s"] / 3600, "threads": st.get("threads", 1),
+        "hardware": "CPU (2-core machine shared with other work; cpu_hours is the training process's own CPU time)",
+        "seed": cfg.seed, "train_config": dataclasses.asdict(cfg), "spec": spec,
+        "num_atoms_distribution": num_atoms_distribution(train_set).tolist(),
+        "metrics": dict(metrics or {}),    # measured on these weights only; the yardstick table keeps every row
+    }
+    return save_model(out_path, model, diffusion, card=card)
+
+
+# %% ../nbs/06_train.ipynb 35
+def save_milestone(run_dir, path) -> Path:
+    """A compact copy of a run's state for the repository: weights and EMA in float32, AdamW moments in bfloat16
+    (about 3/4 of the full state). Training resumes from it on a new machine (`restore_milestone`)."""
+    st = torch.load(Path(run_dir) / "state.pt", map_location="cpu", weights_only=False)
+    opt = st["optimizer"]
+    st["optimizer"] = {**opt, "state": {k: {n: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.dim() > 0 else v)
+                                             for n, v in s.items()} for k, s in opt["state"].items()}}
+    st["milestone"] = True
+    return atomic_torch_save(st, path)
+
+def restore_milestone(path, run_dir) -> Path:
+    "Write `run_dir/state.pt` from a milestone (AdamW moments back to float32); refuses to overwrite an existing state."
+    run_dir = Path(run_dir)
+    if (run_dir / "state.pt").exists():
+        raise FileExistsError(f"{run_dir / 'state.pt'} exists; not overwriting a run with a milestone")
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    opt = st["optimizer"]
+    st["optimizer"] = {**opt, "state": {k: {n: (v.float() if torch.is_tensor(v) and v.dtype == torch.bfloat16 else v)
+                                             for n, v in s.items()} for k, s in opt["state"].items()}}
+    return atomic_torch_save(st, run_dir / "state.pt")
+
+def train_spec(name: str, spec: dict | None = None, cpu_hours: float | None = None, hours: float | None = None,
+               until_step: int | None = None, run_dir=None, out_path=None, milestone=None, device="cpu",
+               threads: int | None = None, progress: bool = True, export_every_s: float = 1800.0,
+               snapshot_every_cpu_h: float | None = None) -> dict:
+    """Train (or continue) the model `name` of recipe `spec` (default: `DEFAULT_MODELS[name]`) until its run has used `cpu_hours`
+    of process CPU time in all, or for `hours` of wall time in this call, or to `until_step`; export the EMA weights to
+    `out_path` (default `data/checkpoints/<name>.pt`) at least every `export_every_s` seconds and at the end.
+    A missing run directory is restored from `milestone` (a `save_milestone` file) if it exists; `snapshot_every_cpu_h`
+    also exports the EMA weights at every multiple of that many CPU-hours to `run_dir/snapshots/` (for learning curves)."""
+    from xtalnb.data import load_dataset
+    spec = _spec_of(name, spec)
     if threads:
         torch.set_num_threads(int(threads))
     run_dir = Path(run_dir) if run_dir else default_run_dir(name)
-    model, diffusion, cfg = _build_default(name, device)
     state = run_dir / "state.pt"
-    shipped = checkpoint_dir() / f"{name}.pt"
-    if not state.exists() and shipped.exists():          # new machine: warm start from the shipped weights
-        m, _, card = load_model(shipped)
-        ema = EMA(m, cfg.ema_decay)
-        opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        atomic_torch_save({"step": card["steps"], "elapsed_s": card["wall_hours"] * 3600, "model": m.state_dict(),
-                           "optimizer": opt.state_dict(), "ema": ema.state_dict(), "train_config": dataclasses.asdict(cfg),
-                           "warm_restarts": card.get("warm_restarts", []) + [card["steps"]]}, state)
-    train_set = load_dataset("mp20_subset", "train")
-    val_set = load_dataset("mp20_subset", "test")[: cfg.val_size]   # fixed held-out subset for the validation loss
-    budget = None if hours is None else hours * 3600
-    t_end = None if budget is None else time.time() + budget
-    res = None
-    while True:
-        chunk = export_every_s if t_end is None else min(export_every_s, max(0.0, t_end - time.time()))
-        res = train(model, diffusion, train_set, val_set, cfg, run_dir, task=DEFAULT_MODELS[name]["task"], device=device,
-                    time_budget_s=chunk, until_step=until_step, progress=progress)
+    if not state.exists() and milestone is not None and Path(milestone).exists():
+        restore_milestone(milestone, run_dir)
+    if state.exists():
         st = torch.load(state, map_location="cpu", weights_only=False)
-        st["threads"] = torch.get_num_threads()
+        if st.get("spec") not in (None, spec):
+            raise ValueError(f"{state} was trained with another recipe: {st.get('spec')} != {spec}")
+    model, diffusion, cfg = build_from_spec(spec, device)
+    data = spec.get("data", TRAIN_DATA)
+    train_set = load_dataset(data, "train", progress=False)
+    val_set = load_dataset(data, "val", progress=False)[: cfg.val_size]    # fixed subset for the validation loss
+    t_end = None if hours is None else time.time() + hours * 3600
+    cpu_end = None if cpu_hours is None else cpu_hours * 3600
+    snap = None if snapshot_every_cpu_h is None else snapshot_every_cpu_h * 3600
+    out_path = Path(out_path) if out_path else checkpoint_dir() / f"{name}.pt"
+    while True:
+        cpu_now = torch.load(state, map_location="cpu", weights_only=False).get("cpu_s", 0.0) if state.exists() else 0.0
+        marks = [m for m in (cpu_end, None if snap is None else (math.floor(cpu_now / snap) + 1) * snap) if m is not None]
+        chunk = export_every_s if t_end is None else min(export_every_s, max(0.0, t_end - time.time()))
+        res = train(model, diffusion, train_set, val_set, cfg, run_dir, task=spec["task"], device=device, time_budget_s=chunk,
+                    until_step=until_step, progress=progress, cpu_budget_s=min(marks) if marks else None)
+        st = torch.load(state, map_location="cpu", weights_only=False)
+        st.update(threads=torch.get_num_threads(), spec=spec)
         atomic_torch_save(st, state)
-        export_default(name, run_dir)
-        if res["done"] or (until_step is not None and res["step"] >= until_step) or (t_end is not None and time.time() >= t_end):
-            return res
+        export_default(name, run_dir, spec=spec, out_path=out_path)
+        if snap is not None and st["cpu_s"] >= (math.floor(cpu_now / snap) + 1) * snap - 1e-6:
+            h = round(st["cpu_s"] / snap) * snapshot_every_cpu_h
+            export_default(name, run_dir, spec=spec, out_path=run_dir / "snapshots" / f"{name}-cpu{h:06.2f}h.pt")
+        if (res["done"] or (until_step is not None and res["step"] >= until_step) or (t_end is not None and time.time() >= t_end)
+                or (cpu_end is not None and st["cpu_s"] >= cpu_end)):
+            return {**res, "cpu_s": st["cpu_s"]}
+
+def train_default(name: str, hours: float | None = None, until_step: int | None = None, run_dir=None, device="cpu",
+                  threads: int | None = None, progress: bool = True, export_every_s: float = 1800.0,
+                  cpu_hours: float | None = None) -> dict:
+    "Train (or continue training) a shipped default model, then export it to `data/checkpoints/` (see `train_spec`)."
+    return train_spec(name, None, cpu_hours=cpu_hours, hours=hours, until_step=until_step, run_dir=run_dir, device=device,
+                      threads=threads, progress=progress, export_every_s=export_every_s)
+

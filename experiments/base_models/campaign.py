@@ -1,0 +1,69 @@
+"""The base-model campaign: an equal-CPU pilot of recipes, trained round-robin so that every recipe has the same process CPU
+time at every round, then the chosen recipes continued to the campaign budget.
+
+    nice -n 19 python experiments/base_models/campaign.py pilot --round-cpu-h 0.2 --until-cpu-h 1.0
+    nice -n 19 python experiments/base_models/campaign.py milestone        # compact states into milestones/ (commit them)
+
+Run directories live outside the repository (`xtalnb.train.default_run_dir`); a missing one is restored from
+`milestones/<name>.pt`. EMA snapshots for the learning curves go to `<run dir>/snapshots/` every `--snapshot-cpu-h`.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from xtalnb.train import default_run_dir, model_spec, save_milestone, train_spec
+
+HERE = Path(__file__).resolve().parent
+MILESTONES = HERE / "milestones"
+
+# The pilot (issue: choose by measurement): noise family for de novo, network size for each task, equal CPU budget each.
+PILOT = {
+    "pilot-denovo-diffcsp-256x4": model_spec("denovo", "diffcsp", "256x4", steps=200_000),
+    "pilot-denovo-mattergen-256x4": model_spec("denovo", "mattergen", "256x4", steps=200_000),
+    "pilot-csp-diffcsp-256x4": model_spec("csp", "diffcsp", "256x4", steps=200_000),
+    "pilot-csp-diffcsp-512x6": model_spec("csp", "diffcsp", "512x6", steps=60_000),
+    "pilot-denovo-diffcsp-512x6": model_spec("denovo", "diffcsp", "512x6", steps=60_000),
+}
+
+
+def run_round_robin(recipes: dict, round_cpu_h: float, until_cpu_h: float, snapshot_cpu_h: float, threads: int = 1):
+    "Give every recipe `round_cpu_h` more CPU-hours per round until each has `until_cpu_h`."
+    r = 1
+    while True:
+        budget = min(r * round_cpu_h, until_cpu_h)
+        for name, spec in recipes.items():
+            t0 = time.time()
+            res = train_spec(name, spec, cpu_hours=budget, run_dir=default_run_dir(name),
+                             out_path=default_run_dir(name) / f"{name}.pt", milestone=MILESTONES / f"{name}.pt",
+                             threads=threads, progress=False, export_every_s=900, snapshot_every_cpu_h=snapshot_cpu_h)
+            print(f"{time.strftime('%H:%M:%S')} {name}: step {res['step']}, {res['cpu_s'] / 3600:.3f} CPU-h "
+                  f"({time.time() - t0:.0f} s wall this round)", flush=True)
+        if budget >= until_cpu_h:
+            return
+        r += 1
+
+
+def write_milestones(names):
+    "Compact every named run's state into milestones/ (skips runs that do not exist here)."
+    for name in names:
+        rd = default_run_dir(name)
+        if (rd / "state.pt").exists():
+            p = save_milestone(rd, MILESTONES / f"{name}.pt")
+            print(f"{p.name}: {p.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["pilot", "milestone"])
+    ap.add_argument("--round-cpu-h", type=float, default=0.2)
+    ap.add_argument("--until-cpu-h", type=float, default=1.0)
+    ap.add_argument("--snapshot-cpu-h", type=float, default=0.2)
+    ap.add_argument("--only", nargs="*", help="recipe names (default: all)")
+    a = ap.parse_args()
+    recipes = {k: v for k, v in PILOT.items() if not a.only or k in a.only}
+    if a.what == "pilot":
+        run_round_robin(recipes, a.round_cpu_h, a.until_cpu_h, a.snapshot_cpu_h)
+    else:
+        write_milestones(recipes)
