@@ -12,14 +12,12 @@ API = {
     "evaluate": "xtalnb.metrics",       # per-structure metrics + a summary of any list of structures
     "load_dataset": "xtalnb.data",      # MP-20 and the other benchmark datasets as Crystal sequences
     "load_model": "xtalnb.train",       # a shipped model (weights checked against its card's SHA-256)
-    "yardstick": "xtalnb.yardstick",    # the one measure every model is judged by
-    "relax": "xtalnb.relax",            # CHGNet relaxation with per-structure status
     "e_hull": "xtalnb.hull",            # energy above the reference convex hull
     "Crystal": "xtalnb.crystal",        # one crystal: atom types, fractional coordinates, lattice
 }
 
 def __getattr__(name: str):
-    "Resolve a top-level name from `API` on first use."
+    "Resolve a top-level name from `API` on first use (no name here is also a submodule's name, so nothing shadows one)."
     if name in API:
         import importlib
         obj = getattr(importlib.import_module(API[name]), name)

@@ -1,21 +1,35 @@
-"""Why does classifier guidance to 30 Å³/atom overshoot (05_guidance demo: median 94)? Re-creates the demo's regressor and atom
+"""Produced: results/conditional/classifier_vpa_calibration.csv, classifier_vpa_diag.csv/.json, classifier_vpa_trace.csv
+(read by nbs/05_guidance.ipynb).
+
+Why does classifier guidance to 30 Å³/atom overshoot (05_guidance demo: median 94)? Re-creates the demo's regressor and atom
 counts exactly, then (1) calibration of the regressor on clean and noised MP-20 crystals scaled to known volumes per atom,
 (2) a per-step trace of the guided chain (regressor estimate f(x_t,t), volume per atom of L_t and of the denoiser's x̂_0, size of
 the guidance shift against the lattice score), (3) final volume per atom for a few (scale, σ_y) settings.
-Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../data/conditional_shift/diag_classifier_vpa.py &"""
-import json, time, numpy as np, pandas as pd, torch
+Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../experiments/conditional/diag_classifier_vpa.py &"""
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
 torch.set_num_threads(1)
-from pathlib import Path
+
+from vpa_demo import STEPS, TARGET, N, demo_setup
+
 from xtalnb.crystal import Crystal, CrystalBatch
-from xtalnb.data import draw_num_atoms
-from xtalnb.guidance import TimeRegressor, train_regressor, ClassifierGuidance, field_scores
+from xtalnb.data import draw_num_atoms, project_root
+from xtalnb.guidance import (
+    ClassifierGuidance,
+    TimeRegressor,
+    field_scores,
+    train_regressor,
+)
+from xtalnb.metrics import structural_validity
 from xtalnb.sampling import SamplerHooks, sample
 from xtalnb.train import atomic_write_text
-from xtalnb.metrics import structural_validity
 
-from _vpa_demo import N, STEPS, TARGET, demo_setup
-
-out_dir = Path(__file__).resolve().parent
+out_dir = project_root() / "results" / "conditional"
 net, dnv, dcard, train, rng, sub_idx, sub = demo_setup()
 for c in sub: c.props["vpa"] = c.volume / c.num_atoms
 torch.manual_seed(0); vreg = TimeRegressor(hidden=64, layers=2, num_freqs=4)

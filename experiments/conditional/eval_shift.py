@@ -1,16 +1,25 @@
-"""Property shift of the joint / new adapters, measured independently of the generator (results cached and resumable, re-read by
+"""Produced: results/conditional/denovo-mp20-adapter-C-MLED.csv, denovo-mp20-adapter-magdens-hhi.csv,
+denovo-mp20-adapter-bulk.csv (read by nbs/11_conditional.ipynb).
+
+Property shift of the joint / new adapters, measured independently of the generator (results cached and resumable, re-read by
 nbs/11_conditional.ipynb):  c_mled | magdens_hhi | bulk  [measure time budget, s]
-Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../data/conditional_shift/eval_shift.py c_mled &"""
-import sys, time, warnings, torch
+Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../experiments/conditional/eval_shift.py c_mled &"""
+import sys
+import time
+import warnings
+
+import torch
+
 torch.set_num_threads(1)
 import pandas as pd
+
+from xtalnb.conditional import measure_shift, sample_shift
 from xtalnb.data import project_root
-from xtalnb.conditional import sample_shift, measure_shift
 from xtalnb.train import atomic_write_text
 
 which = sys.argv[1]
 budget = float(sys.argv[2]) if len(sys.argv) > 2 else None
-root = project_root() / "data" / "conditional_shift"
+root = project_root() / "results" / "conditional"
 SETUPS = {   # model, targets, gammas, measures (imported lazily), max_per_group
     "c_mled": ("denovo-mp20-adapter-C-MLED", [{"compactness": 0.7, "m_led": 9.0}], (0.0, 2.0, 4.0), ("C", "M_LED"), None),
     "magdens_hhi": ("denovo-mp20-adapter-magdens-hhi", None, (0.0, 2.0, 4.0), ("HHI", "magnetic_density_chgnet"), None),
@@ -18,19 +27,22 @@ SETUPS = {   # model, targets, gammas, measures (imported lazily), max_per_group
 }
 
 def measures(names):
-    from xtalnb.metrics import compactness, m_led, hhi
-    from xtalnb.relax import magnetic_density, bulk_modulus
     from xtalnb.conditional import within_cell_limits
+    from xtalnb.metrics import compactness, hhi, m_led
+    from xtalnb.relax import bulk_modulus, magnetic_density
     allm = {"C": compactness, "M_LED": m_led, "HHI": hhi, "magnetic_density_chgnet": within_cell_limits(magnetic_density),
             "bulk_modulus_chgnet": lambda s: bulk_modulus(s, relax_first=True, max_steps=200, fmax=0.1)}
     return {k: allm[k] for k in names}
 
 model, targets, gammas, mnames, maxg = SETUPS[which]
 if which == "magdens_hhi":   # MatterGen's (0.2 μB/Å³, HHI 1250) if 0.2 lies inside the training labels' range, else their 99th percentile
-    import json, numpy as np
+    import json
+
+    import numpy as np
+
     from xtalnb.train import checkpoint_dir
     lo, hi = json.loads((checkpoint_dir() / f"{model}.json").read_text())["condition_ranges"]["magnetic_density"]
-    labels = pd.read_csv(root / "magdens_train.csv")["magnetic_density"].dropna()
+    labels = pd.read_csv(project_root() / "data" / "labels" / "magdens_train.csv")["magnetic_density"].dropna()
     t_m = 0.2 if hi >= 0.2 else round(float(np.percentile(labels, 99)), 3)
     targets = [{"magnetic_density": t_m, "hhi": 1250.0}]
     print("magnetic-density target", t_m, "training range", [lo, hi], flush=True)

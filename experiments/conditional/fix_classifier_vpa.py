@@ -1,20 +1,28 @@
-"""The fix for the classifier-guidance overshoot: the regressor sees the cell's scale only through log(tr G / 3) (lattice_features),
+"""Produced: results/conditional/classifier_vpa_fix*.csv/.json (read by nbs/05_guidance.ipynb).
+
+The fix for the classifier-guidance overshoot: the regressor sees the cell's scale only through log(tr G / 3) (lattice_features),
 so a target linear in that feature — log V, with the per-crystal target log(30 Å³ × N) — is what it can learn and extrapolate.
 Same data, steps, seeds and atom counts as the demo (diag_classifier_vpa.py). Writes classifier_vpa_fix*.csv.
-Run: cd nbs && OMP_NUM_THREADS=1 nice -n 19 ../.venv/bin/python ../data/conditional_shift/fix_classifier_vpa.py"""
-import json, time, numpy as np, pandas as pd, torch
+Run: cd nbs && OMP_NUM_THREADS=1 nice -n 19 ../.venv/bin/python ../experiments/conditional/fix_classifier_vpa.py"""
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
 torch.set_num_threads(1)
-from pathlib import Path
+
+from vpa_demo import STEPS, TARGET, N, demo_setup
+
 from xtalnb.crystal import Crystal, CrystalBatch
-from xtalnb.data import draw_num_atoms
-from xtalnb.guidance import TimeRegressor, train_regressor, ClassifierGuidance
+from xtalnb.data import draw_num_atoms, project_root
+from xtalnb.guidance import ClassifierGuidance, TimeRegressor, train_regressor
+from xtalnb.metrics import structural_validity
 from xtalnb.sampling import SamplerHooks, sample
 from xtalnb.train import atomic_write_text
-from xtalnb.metrics import structural_validity
 
-from _vpa_demo import N, STEPS, TARGET, demo_setup
-
-out_dir = Path(__file__).resolve().parent
+out_dir = project_root() / "results" / "conditional"
 net, dnv, dcard, train, rng, sub_idx, sub = demo_setup()
 for c in sub: c.props["logV"] = float(np.log(c.volume))
 torch.manual_seed(0); reg = TimeRegressor(hidden=64, layers=2, num_freqs=4)

@@ -1,10 +1,15 @@
-"""Bulk modulus at CPU scale: adapter fine-tune of denovo-mp20 on the AFLOW elastic set's bulk-modulus train split (a different
+"""Produced: the checkpoint denovo-mp20-adapter-bulk (data/checkpoints/).
+
+Bulk modulus at CPU scale: adapter fine-tune of denovo-mp20 on the AFLOW elastic set's bulk-modulus train split (a different
 dataset from MP-20: AFLOW relaxations and AEL-AGL moduli), cells of at most 20 atoms (the base model's range).
-Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../data/conditional_shift/run_bulk.py [wall_budget_s] &"""
-import sys, torch
+Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../experiments/conditional/run_bulk.py [wall_budget_s] &"""
+import sys
+
+import torch
+
 torch.set_num_threads(1)
-from xtalnb.data import load_dataset
 from xtalnb.conditional import finetune_conditional
+from xtalnb.data import load_dataset
 
 NAME, STEPS = "denovo-mp20-adapter-bulk", 2400
 budget = float(sys.argv[1]) if len(sys.argv) > 1 else 720.0

@@ -1,18 +1,23 @@
-"""Joint PIGEN conditioning (C, M_LED): adapter fine-tune of a shipped de novo model on a random 2,000-crystal subset of the MP-20
-train split (seed 0). Resumable: M_LED labels are cached in data/conditional_shift/m_led_train.csv, training state in the runs dir.
-Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../data/conditional_shift/run_c_mled.py [wall_budget_s] [base] [name] &
-Defaults: base denovo-mp20, name denovo-mp20-adapter-C-MLED (data/repro/pigen_tables/finetune_mattergen_c_mled.py passes the
+"""Produced: the checkpoint denovo-mp20-adapter-C-MLED (data/checkpoints/) and the label cache data/labels/m_led_train.csv.
+
+Joint PIGEN conditioning (C, M_LED): adapter fine-tune of a shipped de novo model on a random 2,000-crystal subset of the MP-20
+train split (seed 0). Resumable: M_LED labels are cached in data/labels/m_led_train.csv, training state in the runs dir.
+Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../experiments/conditional/run_c_mled.py [wall_budget_s] [base] [name] &
+Defaults: base denovo-mp20, name denovo-mp20-adapter-C-MLED (experiments/repro_pigen/finetune_mattergen_c_mled.py passes the
 MatterGen-family base)."""
-import sys, time
+import sys
+import time
+
 import numpy as np
 import torch
-from xtalnb.data import load_dataset, project_root
+
 from xtalnb.conditional import attach_conditions, finetune_conditional
+from xtalnb.data import load_dataset, project_root
 
 N_SUBSET, STEPS = 2000, 2400
 
 def train_c_mled(name: str = "denovo-mp20-adapter-C-MLED", base: str = "denovo-mp20", budget: float = 720.0) -> dict:
-    cache = project_root() / "data" / "conditional_shift" / "m_led_train.csv"
+    cache = project_root() / "data" / "labels" / "m_led_train.csv"
     train = load_dataset("mp20_subset", "train", progress=False)
     idx = np.sort(np.random.default_rng(0).choice(len(train), N_SUBSET, replace=False))
     subset = [train[i] for i in idx]

@@ -1,15 +1,23 @@
-"""MatterGen Fig. 6 joint task at CPU scale: magnetic-density labels (CHGNet single-point magmoms at the MP-20 geometry, cached and
-resumable in data/conditional_shift/magdens_train.csv) on as many MP-20 train crystals as a CPU budget allows (random order), exact
+"""Produced: the checkpoint denovo-mp20-adapter-magdens-hhi (data/checkpoints/) and the label cache
+data/labels/magdens_train.csv.
+
+MatterGen Fig. 6 joint task at CPU scale: magnetic-density labels (CHGNet single-point magmoms at the MP-20 geometry, cached and
+resumable in data/labels/magdens_train.csv) on as many MP-20 train crystals as a CPU budget allows (random order), exact
 HHI, then an adapter fine-tune of denovo-mp20 on both at once.
-Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../data/conditional_shift/run_magdens_hhi.py label|train [budget_s] &"""
-import sys, time, numpy as np, torch
+Run: cd nbs && OMP_NUM_THREADS=1 nohup nice -n 19 ../.venv/bin/python ../experiments/conditional/run_magdens_hhi.py label|train [budget_s] &"""
+import sys
+import time
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
-from xtalnb.data import load_dataset, project_root
 from xtalnb.conditional import attach_conditions, finetune_conditional
+from xtalnb.data import load_dataset, project_root
 
 NAME, STEPS = "denovo-mp20-adapter-magdens-hhi", 2400
 mode, budget = sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 840.0
-cache = project_root() / "data" / "conditional_shift" / "magdens_train.csv"
+cache = project_root() / "data" / "labels" / "magdens_train.csv"
 train = load_dataset("mp20_subset", "train", progress=False)
 order = np.random.default_rng(1).permutation(len(train))
 if mode == "label":           # budget = process CPU seconds for labelling (chunks of 100, each flushed to the cache)

@@ -1,19 +1,31 @@
-"""How much does the supercell rule change a label? Diagonal 7 Å supercell (the store) vs the smallest general one.
+"""Produced: results/dos/check_supercell_rule.csv (label noise between two valid supercells, read by nbs/09_dos.ipynb).
+Reproduce: the command below.
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python data/dos/check_supercell_rule.py [N=24] > data/dos/check_supercell_rule.log
+How much does the supercell rule change a label? Diagonal 7 Å supercell (the store) vs the smallest general one.
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python experiments/dos/check_supercell_rule.py [N=24] > results/dos/logs/check_supercell_rule.log
 
 Takes N labelled train structures (seed 0) whose stored label used a diagonal supercell of 48-96 atoms and whose smallest general
 supercell with every plane spacing ≥ 7 Å is smaller, recomputes their per-atom DOS with that smallest supercell (same SCF
 settings, same attempt of the retry ladder as stored), and prints the per-atom MAE between the two labels (states/eV, 400-point
 grid), next to the MAE between two different structures' labels of the same element, as a scale. Resumable: results are appended to
-data/dos/check_supercell_rule.csv, finished ids skipped.
+results/dos/check_supercell_rule.csv, finished ids skipped.
 """
 import sys
 from pathlib import Path
-import numpy as np, pandas as pd
-from xtalnb.dos import load_dos_store, read_dos_index, per_atom_dos, supercell_matrix, reps_str
 
-OUT = Path("data/dos/check_supercell_rule.csv")
+import numpy as np
+import pandas as pd
+
+from xtalnb.dos import (
+    load_dos_store,
+    per_atom_dos,
+    read_dos_index,
+    reps_str,
+    supercell_matrix,
+)
+
+OUT = Path("results/dos/check_supercell_rule.csv")
 RETRIES = ((300.0, 0.1), (1000.0, 0.1), (3000.0, 0.1))
 
 if __name__ == "__main__":
@@ -36,14 +48,14 @@ if __name__ == "__main__":
         skip = int(idx.loc[i, "attempts"]) - 1           # start the ladder where the stored label succeeded
         try:
             g, lv = per_atom_dos(c, min_length=7.0, reps=P, retries=RETRIES, skip=skip)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- any xTB/SCF failure is printed and the structure skipped
             print(f"{i}: {type(e).__name__}: {str(e)[:100]}", flush=True); continue
         ref = c.atom_props["dos"].astype(np.float64)
-        row = dict(id=i, formula=c.formula, n_atoms=c.num_atoms, diag=idx.loc[i, "reps"],
-                   n_diag=int(float(idx.loc[i, "n_super"])), smallest=reps_str(P), n_smallest=n_small,
-                   mae=float(np.abs(g - ref).mean()), mean_abs_dos=float(np.abs(ref).mean()),
-                   gap_diag=float(idx.loc[i, "gap"]) if str(idx.loc[i, "gap"]).strip() else np.nan, gap_smallest=lv.gap,
-                   seconds=lv.seconds)
+        row = {"id": i, "formula": c.formula, "n_atoms": c.num_atoms, "diag": idx.loc[i, "reps"],
+                   "n_diag": int(float(idx.loc[i, "n_super"])), "smallest": reps_str(P), "n_smallest": n_small,
+                   "mae": float(np.abs(g - ref).mean()), "mean_abs_dos": float(np.abs(ref).mean()),
+                   "gap_diag": float(idx.loc[i, "gap"]) if str(idx.loc[i, "gap"]).strip() else np.nan, "gap_smallest": lv.gap,
+                   "seconds": lv.seconds}
         print(row, flush=True)
         pd.DataFrame([row]).to_csv(OUT, mode="a", header=not OUT.exists(), index=False)
     res = pd.read_csv(OUT)

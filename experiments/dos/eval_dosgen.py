@@ -1,17 +1,23 @@
-"""DOSMatGen 3.2.1 masked generation with the Au₃Ni Ni-site target: N ∈ {4,5,6,7}, the first atom conditioned, γ = 2 (ω = 1) vs γ = 0
-(unconditional, same seeds = same atom counts and noise), 100-step sampler; every candidate scored by the surrogate and recomputed
-with GFN1-xTB (7 Å rule). Also the fixed-atom-type task (Ti, Co, Cu, Pd), surrogate + xTB. Results cached in data/dos/eval_*.
+"""Produced: results/dos/eval_masked_*.csv/.npz, eval_fixed_<El>_g2*.csv/.npz (read by nbs/15_dos_generation.ipynb).
+Reproduce: the commands below (the shipped p2 generator: `--suffix _p2`, as experiments/dos/run_final.sh runs it).
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_dosgen.py 2 > data/dos/eval.log 2>&1 &
+DOSMatGen 3.2.1 masked generation with the Au₃Ni Ni-site target: N ∈ {4,5,6,7}, the first atom conditioned, γ = 2 (ω = 1) vs γ = 0
+(unconditional, same seeds = same atom counts and noise), 100-step sampler; every candidate scored by the surrogate and recomputed
+with GFN1-xTB (7 Å rule). Also the fixed-atom-type task (Ti, Co, Cu, Pd), surrogate + xTB. Results cached in results/dos/eval_*.
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/eval_dosgen.py 2 > results/dos/logs/eval.log 2>&1 &
 
 A retrained generator / classifier gets its own tags (e.g. eval_masked_g2_s6) with `--suffix`; `--only masked` skips the
 fixed-type arms:
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_dosgen.py 2 --suffix _s6 --only masked > data/dos/eval_s6.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/eval_dosgen.py 2 --suffix _s6 --only masked > results/dos/logs/eval_s6.log 2>&1 &
 """
-import argparse, time
+import argparse
+import time
 from pathlib import Path
+
 import numpy as np
+
 from xtalnb.dosgen import dos_generate, evaluate_candidates, load_target
 from xtalnb.train import load_model
 
@@ -24,7 +30,7 @@ ap.add_argument("--only-classifier", action="store_true", help="run only the cla
 ap.add_argument("--seed", type=int, default=0, help="masked and classifier arms use it, fixed types seed + 1")
 args = ap.parse_args()
 N_PER, SUFFIX = args.n_per, args.suffix
-OUT = Path("data/dos")
+OUT = Path("results/dos")
 y, _, au3ni, meta = load_target("Au3Ni_L12_Ni")
 gen = load_model("dos-denovo-mp20")
 sur = load_model("dos-surrogate")[0]

@@ -1,23 +1,30 @@
-"""More candidates for DOSMatGen 3.2.1 (masked generation, N ∈ {4,5,6,7}) and 3.2.3 (fixed atom type Ti/Co/Cu/Pd), each recomputed with
+"""Produced: results/dos/eval_masked_g2_s1 / g0_s1 / fixed_<El>_g2_s2 (.csv/.npz), read by nbs/15_dos_generation.ipynb.
+Reproduce: the command below.
+
+More candidates for DOSMatGen 3.2.1 (masked generation, N ∈ {4,5,6,7}) and 3.2.3 (fixed atom type Ti/Co/Cu/Pd), each recomputed with
 GFN1-xTB like eval_dosgen.py (7 Å rule; a supercell > 80 atoms is recorded as too large and costs nothing). Same model, target and
 100-step sampler as eval_dosgen.py, new seeds:
   masked_g2_s1 / masked_g0_s1: N = 4, 5, 6, 7 twice each, γ = 2 and γ = 0 (same seed = same atom counts and noise), seed 1;
   fixed_<El>_g2_s2: N = 4, 5, 6, 7 twice each, atom 0 fixed to El, γ = 2, seed 2 (the same noise for the four elements).
 CPU budget: per tag only the `K` cheapest candidates (smallest 7 Å supercell ≤ 80 atoms; masked: the K cheapest per N) get xTB,
-the others are recorded as "not run (budget)". Resumable: a finished tag (data/dos/eval_<tag>.csv) is skipped.
+the others are recorded as "not run (budget)". Resumable: a finished tag (results/dos/eval_<tag>.csv) is skipped.
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_more.py fixed masked > data/dos/eval_more.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/eval_more.py fixed masked > results/dos/logs/eval_more.log 2>&1 &
 
 `complete <tag> ...` later runs xTB on the rows of finished tags that were "not run (budget)" (same settings; csv and npz updated).
 """
-import sys, time
+import sys
+import time
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from xtalnb.dos import supercell_repeats
 from xtalnb.dosgen import dos_generate, evaluate_candidates, load_target
 from xtalnb.train import load_model
 
-OUT = Path("data/dos")
+OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
 gen = load_model("dos-denovo-mp20")
 sur = load_model("dos-surrogate")[0]
@@ -63,7 +70,7 @@ def complete(tag):
     from xtalnb.dosgen import load_eval
     from xtalnb.train import atomic_write_text
     p = OUT / f"eval_{tag}.csv"
-    ev, cs, xd, _ = load_eval(tag, OUT)
+    ev, cs, _xd, _ = load_eval(tag, OUT)
     a = dict(np.load(OUT / f"eval_{tag}.npz", allow_pickle=True))
     todo = ev.index[ev.xtb_status == "not run (budget)"].tolist()
     for i in todo:
@@ -73,7 +80,9 @@ def complete(tag):
             ev.loc[i, k] = r.get(k, np.nan)
         if r.xtb_status == "ok": a["xtb_dos_site0"][i] = r.xtb_dos_site
         print(f"{tag} #{i} {ev.formula[i]}: {str(r.xtb_status)[:60]} MAE {r.mae_xtb_vs_target:.3f} ({time.time() - t0:.0f} s)", flush=True)
-        def w(tmp): np.savez_compressed(open(tmp, "wb"), **a)
+        def w(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **a)
         from xtalnb.dos import _atomic_write
         _atomic_write(OUT / f"eval_{tag}.npz", w)
         atomic_write_text(ev.to_csv(index=False), p)

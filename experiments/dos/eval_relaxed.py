@@ -1,21 +1,28 @@
-"""Relax-then-check for stored constrained-generation evaluations (DOSMatGen's workflow relaxes candidates before judging them).
+"""Produced: results/dos/eval_<tag>_relaxed.csv/.npz (read by nbs/15_dos_generation.ipynb and nbs/repro/dosmatgen.ipynb).
+Reproduce: the command below (the tags experiments/dos/run_final.sh passes for a snapshot).
 
-For each tag, the candidates of data/dos/eval_<tag>.csv/.npz are CHGNet-relaxed (FIRE, fmax 0.1 eV/Å, ≤ 200 steps, 120 s) and
+Relax-then-check for stored constrained-generation evaluations (DOSMatGen's workflow relaxes candidates before judging them).
+
+For each tag, the candidates of results/dos/eval_<tag>.csv/.npz are CHGNet-relaxed (FIRE, fmax 0.1 eV/Å, ≤ 200 steps, 120 s) and
 re-evaluated with `evaluate_candidates(..., relax=True)`: surrogate on the relaxed structure, CHGNet E_form, and GFN1-xTB (same
 label settings, 7 Å rule, supercell ≤ 80 atoms) for the rows that had an xTB result before relaxation, so that the unrelaxed and
-relaxed xTB MAE are paired. Writes data/dos/eval_<tag>_relaxed.csv/.npz (relaxed structures; readable with `load_eval`) and
+relaxed xTB MAE are paired. Writes results/dos/eval_<tag>_relaxed.csv/.npz (relaxed structures; readable with `load_eval`) and
 skips finished tags.
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_relaxed.py masked_g2 masked_g0 > data/dos/eval_relaxed.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/eval_relaxed.py masked_g2 masked_g0 > results/dos/logs/eval_relaxed.log 2>&1 &
 """
-import sys, time
+import sys
+import time
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from xtalnb.dos import _atomic_write
 from xtalnb.dosgen import evaluate_candidates, load_eval, load_target
 from xtalnb.train import atomic_write_text, load_model
 
-OUT = Path("data/dos")
+OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
 sur = load_model("dos-surrogate")[0]
 y_hat = sur.predict([au3ni])[0][0]
@@ -38,10 +45,13 @@ def run(tag):
     dos = np.stack([d if isinstance(d, np.ndarray) else nan for d in ev.pop("xtb_dos_site")]) if "xtb_dos_site" in ev else np.tile(nan, (len(cs), 1))
     pred = np.stack([q[0] for q in sur.predict(relaxed)])
     ev["tag"] = f"{tag}_relaxed"
-    arrays = dict(xtb_dos_site0=dos, surrogate_dos_site0=pred, atomic_numbers=np.concatenate([c.atomic_numbers for c in relaxed]),
-                  num_atoms=np.array([c.num_atoms for c in relaxed]), frac_coords=np.concatenate([c.frac_coords for c in relaxed]),
-                  lattice=np.stack([c.lattice for c in relaxed]), relaxed=np.array([s in ("converged", "unconverged") for s in ev.relax_status]))
-    _atomic_write(OUT / f"eval_{tag}_relaxed.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+    arrays = {"xtb_dos_site0": dos, "surrogate_dos_site0": pred, "atomic_numbers": np.concatenate([c.atomic_numbers for c in relaxed]),
+                  "num_atoms": np.array([c.num_atoms for c in relaxed]), "frac_coords": np.concatenate([c.frac_coords for c in relaxed]),
+                  "lattice": np.stack([c.lattice for c in relaxed]), "relaxed": np.array([s in ("converged", "unconverged") for s in ev.relax_status])}
+    def w(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    _atomic_write(OUT / f"eval_{tag}_relaxed.npz", w)
     atomic_write_text(ev.to_csv(index=False), p)
     cols = ["formula", "relax_status", "relax_steps", "relax_volume_ratio", "e_form_per_atom", "mae_xtb_vs_target_unrelaxed", "mae_xtb_vs_target",
             "xtb_status"]

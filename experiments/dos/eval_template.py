@@ -1,24 +1,39 @@
-"""DOSMatGen 3.2.2 template-guided generation: the D0₁₉ ZnSn₃ template (xtalnb.dosgen.d019_crystal, 8 atoms = Zn₂Sn₆, the two Zn
+"""Produced: results/dos/eval_template_t<t0>_g<γ>*.csv/.npz and the target data/dos/targets/ZnSn3_D019_Zn.npz.
+Reproduce: the command below.
+
+DOSMatGen 3.2.2 template-guided generation: the D0₁₉ ZnSn₃ template (xtalnb.dosgen.d019_crystal, 8 atoms = Zn₂Sn₆, the two Zn
 first) noised to t0 ∈ {200, 350, 500} and denoised by dos-denovo-mp20 with both Zn sites (0, 1) conditioned on the Au₃Ni Ni-site DOS,
 γ = 2 (ω = 1); control γ = 0 (unconditional, same seeds). Every step from t0 is visited (no striding). Each candidate: surrogate and
 GFN1-xTB (7 Å rule, supercells ≤ 80 atoms) MAE of site 0 and of both conditioned sites, and its similarity to the template.
-Resumable: a finished tag (data/dos/eval_template_t<t0>_g<γ>.csv) is skipped.
+Resumable: a finished tag (results/dos/eval_template_t<t0>_g<γ>.csv) is skipped.
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/eval_template.py 6 > data/dos/eval_template.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/eval_template.py 6 > results/dos/logs/eval_template.log 2>&1 &
 
 `--suffix=_p1` appends to every tag (a retrained generator's arms: eval_template_t200_g2_p1, ...).
 """
-import sys, time
+import sys
+import time
 from pathlib import Path
-import numpy as np, pandas as pd
-from xtalnb.dosgen import d019_crystal, default_targets_dir, dos_generate, evaluate_candidates, label_target, load_target, template_similarity
+
+import numpy as np
+import pandas as pd
+
+from xtalnb.dosgen import (
+    d019_crystal,
+    default_targets_dir,
+    dos_generate,
+    evaluate_candidates,
+    label_target,
+    load_target,
+    template_similarity,
+)
 from xtalnb.train import load_model
 
 args = [a for a in sys.argv[1:] if not a.startswith("--suffix=")]
 SUFFIX = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suffix=")), "")   # tags of a retrained generator
 N = int(args[0]) if len(args) > 0 else 6
 GAMMAS = [float(g) for g in args[1].split(",")] if len(args) > 1 else [2.0, 0.0]
-OUT = Path("data/dos")
+OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
 templ = d019_crystal()
 if not (default_targets_dir() / "ZnSn3_D019_Zn.npz").exists():     # the template's own xTB DOS (its Zn site 0), once
@@ -58,6 +73,7 @@ for g in GAMMAS:
 # crystals (cheap; the DOS columns are untouched)
 from xtalnb.dosgen import load_eval
 from xtalnb.train import atomic_write_text
+
 for p in sorted(OUT.glob("eval_template_t*_g*.csv")):
     ev = pd.read_csv(p)
     if "same_frame" in ev: continue

@@ -1,10 +1,15 @@
-"""Where the per-atom DOS store stands: structures tried / labelled / failed (by reason), supercell sizes and CPU time.
+"""Produced: the label-store summary quoted in data/dos/README.md (printed, nothing written).
+Reproduce: the command below.
 
-    .venv/bin/python data/dos/label_report.py            # prints a markdown table
+Where the per-atom DOS store stands: structures tried / labelled / failed (by reason), supercell sizes and CPU time.
+
+    .venv/bin/python experiments/dos/label_report.py            # prints a markdown table
 The remaining count is against every ≤ 8-atom MP-20 subset train structure plus the 100 test structures run_label.py labels.
 """
-import numpy as np, pandas as pd
+import pandas as pd
+
 from xtalnb.dos import read_dos_index
+
 
 def reason(row):
     if row.status == "ok": return "ok"

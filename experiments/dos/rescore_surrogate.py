@@ -1,16 +1,22 @@
-"""Re-score the stored candidates of the first evaluation (eval_masked_g2/g0/classifier, eval_fixed_<El>_g2) with the current
+"""Produced: the mae_surrogate* columns of the first evaluation's results/dos/eval_*.csv (the xTB columns are untouched).
+Reproduce: the command below.
+
+Re-score the stored candidates of the first evaluation (eval_masked_g2/g0/classifier, eval_fixed_<El>_g2) with the current
 dos-surrogate (retrained on all 408 labels): the columns mae_surrogate_vs_target(_pred) get the new surrogate's values, the first
 surrogate's values (134 training structures) are kept once in mae_surrogate134_vs_target(_pred). The xTB columns are untouched.
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python data/dos/rescore_surrogate.py
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python experiments/dos/rescore_surrogate.py
 """
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from xtalnb.crystal import Crystal
 from xtalnb.dosgen import load_target
 from xtalnb.train import atomic_write_text, load_model
 
-OUT = Path("data/dos")
+OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
 sur, _, card = load_model("dos-surrogate")
 y_hat = sur.predict([au3ni])[0][0]

@@ -1,29 +1,40 @@
-"""Label the ≤ 8-atom MP-20 subset structures with per-atom GFN1-xTB DOS, cheapest supercells first (resumable).
+"""Produced: the per-atom DOS label store data/dos/ (index.csv, shard_*.npz, relabel_s9.txt).
+Reproduce: `experiments/dos/run_label.py 2` (below); experiments/dos/run_final.sh chains it with training and evaluation.
+
+Label the ≤ 8-atom MP-20 subset structures with per-atom GFN1-xTB DOS, cheapest supercells first (resumable).
 
 Run from the project root (two single-threaded workers, lowest priority; `1` for one worker):
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/run_label.py 2 >> data/dos/label.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/run_label.py 2 >> results/dos/logs/label.log 2>&1 &
 Order: the `N_TEST` test structures with the smallest 7 Å supercells, then every train structure by supercell size
 (ties shuffled with a fixed seed). Finished ids (ok or failed) in data/dos/index.csv are skipped, so rerunning resumes.
 
-Two passes over the train structures (from session 6 on): pass 1 tries each SCF once (300 K, tblite's default mixer) and records
+Two passes over the train structures: pass 1 tries each SCF once (300 K, tblite's default mixer) and records
 a failure with attempts = 1; pass 2 (`retry_failed="deferred"`) gives exactly those the rest of the retry ladder (300 K / 1000 K /
-3000 K with damping 0.1; from session 7 on the failed first attempt is not run again: single-threaded tblite is deterministic). A structure gets the same label as from a one-pass run; the
+3000 K with damping 0.1; the failed first attempt is not run again: single-threaded tblite is deterministic). A structure gets the same label as from a one-pass run; the
 retries, which cost about half of the CPU of the first 960 structures and rescued 9 % of them, just come last.
 `run_label.py 2 pass1` (or `pass2`) runs only that pass, `run_label.py 2 pass1 100` only the structures whose supercell has ≤ 100
-atoms (a prefix of the same order); `data/dos/run_final.sh` uses it to train on the pass-1 store before
+atoms (a prefix of the same order); `experiments/dos/run_final.sh` uses it to train on the pass-1 store before
 the retries run.
 
-Session 9 changed the supercell rule for the largest cells (`supercell="auto"` of `xtalnb.dos.label_dos`): a 7 Å diagonal supercell
-of more than 100 atoms is replaced by the smallest general supercell with every plane spacing ≥ 7 Å (`supercell_matrix`), which
-cut the 339 structures still unlabelled from 108-320 atoms to 21-64. Every structure labelled before had a diagonal supercell of
-≤ 96 atoms, except 18 tried at 108 atoms in session 8: `relabel_session9` drops their index rows once (listing them in
-`relabel_s9.txt`), so they are labelled again by the rule a fresh rebuild would use.
+Supercell rule (`supercell="auto"` of `xtalnb.dos.label_dos`): a 7 Å diagonal supercell of more than 100 atoms is replaced by
+the smallest general supercell with every plane spacing ≥ 7 Å (`supercell_matrix`). The store was built partly before this rule
+existed: 18 train structures had been tried with a 108-atom diagonal supercell. `relabel_large_diagonal` drops their index rows once
+(listing them in `relabel_s9.txt` of the store), so they are labelled again by the rule a fresh rebuild would use.
 """
 import sys
-import numpy as np
-from xtalnb.data import load_dataset
 from pathlib import Path
-from xtalnb.dos import AUTO_DIAGONAL_MAX_ATOMS, INDEX_COLUMNS, _atomic_write, label_dos, read_dos_index, supercell_repeats
+
+import numpy as np
+
+from xtalnb.data import load_dataset
+from xtalnb.dos import (
+    AUTO_DIAGONAL_MAX_ATOMS,
+    INDEX_COLUMNS,
+    _atomic_write,
+    label_dos,
+    read_dos_index,
+    supercell_repeats,
+)
 
 MIN_LENGTH, MAX_ATOMS, N_TEST, SEED = 7.0, 8, 100, 0
 OUT = "data/dos"
@@ -34,7 +45,7 @@ def by_supercell_size(crystals, seed):
     order = np.lexsort((rng.random(len(crystals)), size))
     return [crystals[i] for i in order]
 
-def relabel_session9(train):
+def relabel_large_diagonal(train):
     "Once: drop the index rows of train ids tried with a > 100-atom diagonal supercell before the smallest-supercell rule."
     marker = Path(OUT) / "relabel_s9.txt"
     if marker.exists():
@@ -45,8 +56,8 @@ def relabel_session9(train):
     old = idx[idx.id.isin(big) & (idx.split == "train")]
     if len(old):
         _atomic_write(Path(OUT) / "index.csv", lambda tmp: idx[~idx.id.isin(old.id)][INDEX_COLUMNS].to_csv(tmp, index=False))
-    _atomic_write(marker, lambda tmp: open(tmp, "w").write("".join(f"{i}\n" for i in old.id)))
-    print(f"session 9 rule change: {len(old)} rows with > {AUTO_DIAGONAL_MAX_ATOMS}-atom diagonal supercells dropped "
+    _atomic_write(marker, lambda tmp: Path(tmp).write_text("".join(f"{i}\n" for i in old.id)))
+    print(f"supercell rule change: {len(old)} rows with > {AUTO_DIAGONAL_MAX_ATOMS}-atom diagonal supercells dropped "
           f"({(old.status == 'ok').sum()} ok, {(old.status != 'ok').sum()} failed), listed in {marker}", flush=True)
 
 if __name__ == "__main__":
@@ -55,11 +66,11 @@ if __name__ == "__main__":
     cap = int(sys.argv[3]) if len(sys.argv) > 3 else None       # only train structures whose 7 Å supercell has <= cap atoms
     if passes not in ("pass1", "pass2", "both"):
         sys.exit(f"second argument must be pass1, pass2 or both, got {passes!r}")
-    kw = dict(chunk_size=20, min_length=MIN_LENGTH, max_super_atoms=300, n_jobs=n_jobs, supercell="auto")
+    kw = {"chunk_size": 20, "min_length": MIN_LENGTH, "max_super_atoms": 300, "n_jobs": n_jobs, "supercell": "auto"}
     test = by_supercell_size([c for c in load_dataset("mp20_subset", "test", progress=False) if c.num_atoms <= MAX_ATOMS], SEED)
     label_dos(test[:N_TEST], OUT, split="test", **kw)
     train = by_supercell_size([c for c in load_dataset("mp20_subset", "train", progress=False) if c.num_atoms <= MAX_ATOMS], SEED)
-    relabel_session9(train)     # before the cap: it looks at the largest supercells
+    relabel_large_diagonal(train)     # before the cap: it looks at the largest supercells
     if cap is not None:     # the order stays the same, so a capped run is a prefix of the full one
         train = [c for c in train if c.num_atoms * np.prod(supercell_repeats(c.lattice, MIN_LENGTH)) <= cap]
         print(f"capped at supercells of <= {cap} atoms: {len(train)} train structures", flush=True)

@@ -1,15 +1,19 @@
-"""Train the DOS surrogate and the DOS-conditioned generator on a frozen snapshot of the labelled store (resumable).
+"""Produced: the checkpoints dos-surrogate, dos-denovo-mp20 and dos-classifier (data/checkpoints/) and the frozen snapshots
+data/dos/dosgen_split*.json. Reproduce (shipped p2 models): `... train_dosgen.py surrogate 1500 snap=p2` (and `classifier 1500`,
+`generator 8000`), as experiments/dos/run_final.sh runs them.
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py surrogate 800 > data/dos/train_surrogate.log 2>&1 &
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 1500 > data/dos/train_generator.log 2>&1 &
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py classifier 800 > data/dos/train_classifier.log 2>&1 &
+Train the DOS surrogate and the DOS-conditioned generator on a frozen snapshot of the labelled store (resumable).
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/train_dosgen.py surrogate 800 > results/dos/logs/train_surrogate.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/train_dosgen.py generator 1500 > results/dos/logs/train_generator.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/train_dosgen.py classifier 800 > results/dos/logs/train_classifier.log 2>&1 &
 
 The second argument is the number of optimisation steps (batch 32); rerunning the same command resumes from the run directory
 (~/.cache/xtalnb/runs/<name>, or $XTALNB_RUNS/<name>); `generator N stop` exports the generator's last checkpoint without
 training further. The snapshot (ids of the train / val / test
 structures) is written once to data/dos/dosgen_split.json and reused.
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py surrogate 800 all > data/dos/train_surrogate_all.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/train_dosgen.py surrogate 800 all > results/dos/logs/train_surrogate_all.log 2>&1 &
 
 `surrogate N all` retrains `dos-surrogate` on every ok label of the store (data/dos/dosgen_split_all.json, written once): the
 test set is the same 80 MP-20 test-split structures as in dosgen_split.json (so the test MAE stays comparable), validation the
@@ -18,13 +22,24 @@ same 14 ids, and training every other labelled train-split structure; run direct
 `snap=NAME` (any of the three) does the same with a new frozen snapshot data/dos/dosgen_split_NAME.json (written once from the
 store as it is then; same test and val ids), run directory `<checkpoint>-NAME`; `all` is `snap=all`. For example
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/dos/train_dosgen.py generator 2000 snap=s6 > data/dos/train_generator_s6.log 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/dos/train_dosgen.py generator 2000 snap=s6 > results/dos/logs/train_generator_s6.log 2>&1 &
 """
-import json, sys, time
+import json
+import sys
+import time
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
+
 from xtalnb.dos import load_dos_store
-from xtalnb.dosgen import DOSSurrogate, dos_mae, export_surrogate, train_dos_conditional, train_dos_surrogate
+from xtalnb.dosgen import (
+    DOSSurrogate,
+    dos_mae,
+    export_surrogate,
+    train_dos_conditional,
+    train_dos_surrogate,
+)
 from xtalnb.train import atomic_write_text, default_run_dir, load_model
 
 SPLIT = Path("data/dos/dosgen_split.json")

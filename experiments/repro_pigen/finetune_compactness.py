@@ -1,4 +1,7 @@
-"""PIGEN Eq. (3) at CPU scale: continue training the shipped `denovo-mp20` with the compactness loss, and a control arm without it.
+"""Produced: the checkpoints denovo-mp20-ft-compactness and denovo-mp20-ft-control (data/checkpoints/), rows of
+nbs/repro/pigen_tables.ipynb; training logs results/repro/pigen_tables/train_log_ft-*.csv.
+
+PIGEN Eq. (3) at CPU scale: continue training the shipped `denovo-mp20` with the compactness loss, and a control arm without it.
 
 Two arms, identical except λ_C (TrainConfig.compactness_weight):
   compactness -> data/checkpoints/denovo-mp20-ft-compactness   (λ_C = LAMBDA_C below)
@@ -13,15 +16,24 @@ of the base loss is 1.7-3.8 per batch while that of the compactness term at λ_C
 because x̂_0 of high-noise steps can have a near-singular lattice, so C(x̂_0) explodes). λ_C = 1e-6 puts the median batch's
 compactness gradient (~1) at the scale of the base gradient (~2.5); outlier batches are bounded by the gradient clip (1.0).
 
-Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/repro/pigen_tables/finetune_compactness.py ARM [time_budget_s]
+Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/repro_pigen/finetune_compactness.py ARM [time_budget_s]
 """
-import dataclasses, json, sys, time
-from pathlib import Path
+import dataclasses
+import json
+import sys
+import time
 
 import torch
 
 from xtalnb.data import load_dataset
-from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
+from xtalnb.train import (
+    TrainConfig,
+    checkpoint_dir,
+    default_run_dir,
+    load_model,
+    save_model,
+    train,
+)
 
 BASE = "denovo-mp20"
 STEPS = 500            # fine-tuning steps per arm (equal compute: same steps, batch and data for both arms)
@@ -58,7 +70,7 @@ def run(arm: str, time_budget_s: float | None = None, device: str = "cpu") -> di
                "finetune_wall_hours": st["elapsed_s"] / 3600, "hardware": "CPU (2 cores, shared, nice 19, 1 thread)",
                "seed": cfg.seed, "train_config": dataclasses.asdict(cfg),
                "num_atoms_distribution": card["num_atoms_distribution"],
-               "script": "data/repro/pigen_tables/finetune_compactness.py"}
+               "script": "experiments/repro_pigen/finetune_compactness.py"}
         out["sha256"] = save_model(checkpoint_dir() / name, net, diffusion, card=new, state_dict=st["ema"]["shadow"])["sha256"]
     return out
 

@@ -1,12 +1,16 @@
-"""CFG on E_hull at CPU scale (PIGEN's "PIGEN | E_hull = 0" row): adapter fine-tune of the shipped `denovo-mp20` on the MP-20 CSV
+"""Produced: the checkpoint denovo-mp20-adapter-ehull (data/checkpoints/), a row of nbs/repro/pigen_tables.ipynb.
+
+CFG on E_hull at CPU scale (PIGEN's "PIGEN | E_hull = 0" row): adapter fine-tune of the shipped `denovo-mp20` on the MP-20 CSV
 column `e_above_hull` (Materials Project's DFT value, eV/atom, as read by xtalnb.data), exported as
 data/checkpoints/denovo-mp20-adapter-ehull. Same recipe as denovo-mp20-adapter-C (adapter mode: base frozen, zero-initialised
 adapters; batch 32, lr 1e-3 -> 1e-4, condition dropout 0.2 for classifier-free guidance, seed 0), fewer steps (STEPS).
 Resumable: state in $XTALNB_RUNS/denovo-mp20-adapter-ehull (default ~/.cache/xtalnb/runs); rerun the same command.
 
-Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python data/repro/pigen_tables/finetune_ehull.py [time_budget_s]
+Usage: OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/python experiments/repro_pigen/finetune_ehull.py [time_budget_s]
 """
-import json, sys, time
+import json
+import sys
+import time
 
 import torch
 
