@@ -25,7 +25,9 @@ class SamplerHooks:
     predict: Callable | None = None          # (model, state, t, ctx) -> model_out; default: one conditional network call
     modifiers: list = field(default_factory=list)  # [(model_out, state, t, ctx) -> model_out]: score edits (guidance)
     project: list = field(default_factory=list)    # [(state, t_prev, ctx) -> state] after every step: masks, fixed values
-    record: Callable | None = None           # (state, t_prev, ctx) -> None, e.g. trajectory recording
+    record: Callable | None = None           # (state, t_prev, ctx) -> None after every step, e.g. trajectory recording
+    trace: Callable | None = None            # (kind, state, t, ctx) -> None after every move: kind "corrector" (at t) or
+                                             # "predictor" (t -> t_prev, before `project`); for drawing and debugging
 
 @dataclass
 class SampleContext:
@@ -92,8 +94,12 @@ def _run_chain(model, diffusion, state, t0, ctx, hooks, step_lr, corrector_steps
         t = torch.full((B,), ti, dtype=torch.long, device=dev)
         for _ in range(corrector_steps):
             state = diffusion.corrector_step(state, model_out(state, t), t, ctx.num_atoms, ctx.batch, step_lr, ctx.generator)
+            if hooks.trace is not None:
+                hooks.trace("corrector", state, ti, ctx)
         state = diffusion.predictor_step(state, model_out(state, t), t, ctx.num_atoms, ctx.batch, ctx.generator,
                                          t_prev=None if si == ti - 1 else si)
+        if hooks.trace is not None:
+            hooks.trace("predictor", state, ti, ctx)
         for p in hooks.project:
             state = p(state, si, ctx)
         if hooks.record is not None:
@@ -183,14 +189,14 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
                                      state["lattice"].clone(), na, bidx)
             state["types"] = diffusion.clean_fields(known)["types"]
             extra_proj.append(clamp_known(known, types_mask=torch.ones(n_tot, dtype=torch.bool, device=device), clean_types=True))
-        h = SamplerHooks(hooks.predict, list(hooks.modifiers), list(hooks.project) + extra_proj, hooks.record)
+        h = SamplerHooks(hooks.predict, list(hooks.modifiers), list(hooks.project) + extra_proj, hooks.record, hooks.trace)
         state = _run_chain(model, diffusion, state, t0, ctx, h, step_lr, corrector_steps, progress, steps)
         good, failed = _decode_to_crystals(diffusion, state, na, bidx, s)
         out.extend(good)
         out.failed.extend(failed)
     return out
 
-# %% ../nbs/04_sampling.ipynb 13
+# %% ../nbs/04_sampling.ipynb 15
 def parse_composition(composition, formula_units: int = 1) -> np.ndarray:
     "Atomic numbers of one cell of `composition` (formula string or pymatgen Composition) times `formula_units`."
     from pymatgen.core import Composition
