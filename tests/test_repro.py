@@ -1,6 +1,6 @@
 """Every reproduction notebook in nbs/repro/ runs at smoke scale through the runner (`xtalnb.repro.run_repro`) and ends with
 a side-by-side table whose paper column is filled. Each run happens in a scratch root (a copy of the notebook, settings.ini and
-a link to data/) so the tests never write stamps or results into the repository."""
+links to data/ and results/) so the tests never write stamps or results into the repository."""
 import io
 import json
 import shutil
@@ -52,7 +52,8 @@ def test_repro_notebook_smoke(name, tmp_path):
     shutil.copy(ROOT / "settings.ini", tmp_path / "settings.ini")
     (tmp_path / "nbs" / "repro").mkdir(parents=True)
     shutil.copy(ROOT / "nbs" / "repro" / f"{name}.ipynb", tmp_path / "nbs" / "repro" / f"{name}.ipynb")
-    (tmp_path / "data").symlink_to(ROOT / "data", target_is_directory=True)   # shipped checkpoints' data, cached evaluations
+    (tmp_path / "data").symlink_to(ROOT / "data", target_is_directory=True)   # shipped checkpoints, label stores, references
+    (tmp_path / "results").symlink_to(ROOT / "results", target_is_directory=True)   # cached evaluations (read only)
     (rec,) = run_repro([name], scale="smoke", root=tmp_path)
     assert rec["status"] == "ran", rec
     runs = tmp_path / "nbs" / "repro" / "_runs"

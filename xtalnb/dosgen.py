@@ -173,7 +173,7 @@ def train_dos_surrogate(model: DOSSurrogate, train_set, run_dir, val_set=None, s
                         progress: bool = True) -> dict:
     """L1 fit of the per-atom DOS (states/eV) of crystals carrying `atom_props['dos']`, resumable from `run_dir/state.pt`
     (stops at `steps` or after `time_budget_s` wall seconds of this call). With a `diffusion`, structures are noised to
-    t ~ U{1..T} and the model gets t (a time-dependent surrogate for classifier guidance, dosmatgen.txt 2.3); without, t = 0."""
+    t ~ U{1..T} and the model gets t (a time-dependent surrogate for classifier guidance, DOSMatGen §2.3); without, t = 0."""
     from tqdm.auto import tqdm
     from xtalnb.train import EMA, CSVLog, TrainConfig, atomic_torch_save, batch_indices, lr_at
     train_set = list(train_set)
@@ -238,7 +238,7 @@ def export_surrogate(path, run_dir, card: dict | None = None) -> dict:
 DOSGEN_MODES = ("full", "projection")
 
 def dos_conditional_model(base: Denoiser, mode: str = "full", atom_cond_dim: int = DOS_POINTS) -> tuple:
-    """A DOS-conditioned denoiser (dosmatgen.txt 2.4) from the unconditional `base`: same weights, plus the projection P of the
+    """A DOS-conditioned denoiser (DOSMatGen §2.4) from the unconditional `base`: same weights, plus the projection P of the
     per-atom DOS into node space (added to the node embeddings) and a learned null embedding, both **zero-initialised**, so the new
     model's outputs equal the base model's at the start. `mode='full'`: every weight trains; `'projection'`: only P and the null
     embedding (base frozen). Returns (model, trainable parameters)."""
@@ -336,7 +336,7 @@ def dos_generate(model, target_dos, num_atoms, conditioned=(0,), gamma: float = 
                  template: Crystal | None = None, t0: int | None = None, steps: int | None = 100, seed: int = 0, batch_size: int = 64,
                  device="cpu", progress: bool = False) -> list:
     """Generate crystals whose `conditioned` atoms (local indices) are conditioned on `target_dos` (400 points, states/eV) with
-    classifier-free guidance γ (DOSMatGen ω = 1 ⇔ γ = 2; γ = 1 plain conditional). The three constrained tasks of dosmatgen.txt 3.2:
+    classifier-free guidance γ (DOSMatGen ω = 1 ⇔ γ = 2; γ = 1 plain conditional). The three constrained tasks of DOSMatGen §3.2:
     masked generation (`num_atoms` list, default), fixed atom types (`fix_sites={0: 'Co'}`, xtalnb.guidance.FixSites) and
     template-guided generation (`template` noised to `t0`, `num_atoms` = number of copies). Returns `Crystal`s (`.failed` lists cells
     that were degenerate)."""
@@ -377,7 +377,7 @@ def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = N
     `relax`: CHGNet-relax every candidate first, as DOSMatGen's workflow does (True, or keyword arguments of `xtalnb.relax.relax`;
     default fmax 0.1 eV/Å, ≤ 200 FIRE steps, 120 s), and evaluate the relaxed structure (CHGNet keeps the atom order, so `site`
     is the same atom). Adds `relax_status`, `relax_steps`, `relax_energy_per_atom`, `e_form_per_atom` (CHGNet, against the
-    elemental references of `xtalnb.relax`), `relax_volume_ratio` (V_relaxed / V_generated) and `relax_displacement`
+    elemental references of `xtalnb.hull`), `relax_volume_ratio` (V_relaxed / V_generated) and `relax_displacement`
     (mean site displacement, Å, fractional shifts taken on the relaxed cell) and `relaxed_crystal` (the `Crystal`, for saving; like
     `xtb_dos_site`, pop it before writing a CSV); a failed relaxation leaves the DOS columns NaN."""
     sites = (int(site),) if np.isscalar(site) else tuple(int(s) for s in site)
@@ -388,7 +388,8 @@ def evaluate_candidates(crystals, target_dos, surrogate: DOSSurrogate | None = N
     first, many = sites[0], len(sites) > 1
     orig, pre = list(crystals), [{} for _ in crystals]
     if relax:
-        from xtalnb.relax import formation_energy_per_atom, relax as chgnet_relax
+        from xtalnb.hull import formation_energy_per_atom
+        from xtalnb.relax import relax as chgnet_relax
         kw = {"fmax": 0.1, "max_steps": 200, "timeout_s": 120.0, **(relax if isinstance(relax, dict) else {})}
         results = chgnet_relax(crystals, device=device, progress=False, **kw)
         for k, (c, res) in enumerate(zip(list(crystals), results)):
@@ -465,9 +466,9 @@ def template_similarity(crystal: Crystal, template: Crystal, ltol: float = 0.3, 
 
 def load_eval(tag: str, eval_dir=None) -> tuple:
     """(table, candidates as `Crystal`s, xTB DOS of site 0 (n, 400; NaN rows where xTB failed), surrogate DOS of site 0) of a stored
-    evaluation `data/dos/eval_<tag>.csv/.npz` (written by the scripts in data/dos/)."""
+    evaluation `results/dos/eval_<tag>.csv/.npz` (written by the scripts in experiments/dos/)."""
     from xtalnb.train import source_root
-    d = Path(eval_dir or source_root() / "data" / "dos")
+    d = Path(eval_dir or source_root() / "results" / "dos")
     p = d / f"eval_{tag}.csv"
     if not p.exists(): raise ValueError(f"no evaluation {tag!r} in {d}; have {sorted(q.stem[5:] for q in d.glob('eval_*.csv'))}")
     ev, a = pd.read_csv(p), np.load(d / f"eval_{tag}.npz", allow_pickle=True)
@@ -483,7 +484,7 @@ def load_eval(tag: str, eval_dir=None) -> tuple:
 class DOSMatch(nn.Module):
     """Per-crystal distance f(x_t, t) = ‖ŷ(x_t, t) − y‖ / √D over the conditioned atoms, from a time-dependent `DOSSurrogate`:
     `xtalnb.guidance.ClassifierGuidance(DOSMatch(surrogate, atom_target), target=0, sigma_y=σ)` adds
-    ∇ log N(0; f, σ²) = −∇ ‖ŷ − y‖² / (2σ² D), the classifier-based guidance of dosmatgen.txt 2.3, to the scores.
+    ∇ log N(0; f, σ²) = −∇ ‖ŷ − y‖² / (2σ² D), the classifier-based guidance of DOSMatGen §2.3, to the scores.
     `atom_target` (Ntot, D) covers the whole request with NaN rows for unconditioned atoms (use one sampler chunk:
     batch_size ≥ number of crystals)."""
     def __init__(self, surrogate: DOSSurrogate, atom_target):

@@ -218,18 +218,18 @@ class FormationEnergyMax(Stage):
         self.label = label or f"E_form <= {self.threshold:g} eV/atom"
 
     def compute(self, crystal, record, device="cpu"):
-        from xtalnb.relax import formation_energy_per_atom
+        from xtalnb.hull import formation_energy_per_atom
         return {"e_form": float(formation_energy_per_atom(crystal, _needs_energy(record, "FormationEnergyMax"), device=device))}, None
 
     def accept(self, record):
         return _finite(record.get("e_form")) and record["e_form"] <= self.threshold
 
 class EHullMax(Stage):
-    "PIGEN filter E: E_hull < threshold (eV/atom) on the CHGNet reference hull (`xtalnb.relax.default_hull`, see its version)."
+    "PIGEN filter E: E_hull < threshold (eV/atom) on the reference hull (`xtalnb.hull.default_hull`, see its version)."
     name, keys = "e_hull", ("e_hull", "hull_status", "hull_version")
 
-    def __init__(self, threshold: float = 0.1, hull_kind: str = "auto", hull=None, label: str | None = None):
-        from xtalnb.relax import HULL_VERSIONS
+    def __init__(self, threshold: float = 0.1, hull_kind: str = "dft", hull=None, label: str | None = None):
+        from xtalnb.hull import HULL_VERSIONS
         self.threshold = _check_range("E_hull threshold", threshold, 0.0, 1.0, "eV/atom",
                                       " (thresholds are in eV/atom: 50 meV/atom is 0.05)")
         if hull_kind != "auto" and hull_kind not in HULL_VERSIONS:
@@ -244,7 +244,7 @@ class EHullMax(Stage):
                     hull=None if h is None else f"{h.version}|{len(h)} entries")
 
     def compute(self, crystal, record, device="cpu"):
-        from xtalnb.relax import default_hull, e_hull
+        from xtalnb.hull import default_hull, e_hull
         hull = self.hull if self.hull is not None else default_hull(self.hull_kind)
         r = e_hull(crystal, _needs_energy(record, "EHullMax"), hull=hull)
         return {"e_hull": float(r.e_above_hull), "hull_status": r.status, "hull_version": hull.version or ""}, None
@@ -287,7 +287,7 @@ def make_filter(spec) -> Stage:
     return FILTERS[name](**kw)
 
 def pigen_stages(e_hull_thresholds=(0.100, 0.050, 0.035, 0.025), relax_kw: dict | None = None, training=None,
-                 hull=None, hull_kind: str = "auto") -> list:
+                 hull=None, hull_kind: str = "dft") -> list:
     "PIGEN's funnel: A SPP, B novel composition, C 0.55 < C < 0.85, D M_LED > 9, then CHGNet relaxation and E_hull < 100/50/35/25 meV/atom."
     return ([SPPValid(), NovelComposition(training), CompactnessWindow(), MLEDMin(), Relax(**(relax_kw or {}))]
             + [EHullMax(t, hull_kind=hull_kind, hull=hull) for t in e_hull_thresholds])
