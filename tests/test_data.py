@@ -48,7 +48,8 @@ def readme_counts() -> dict:
 
 def test_row_counts_match_readme():
     rows = readme_counts()
-    assert len(rows) == 3 + 2 + 2 + 2 + 6 + 1, rows
+    assert len(rows) == 3 + 3 + 2 + 2 + 2 + 6 + 1, rows   # mp_20, mp_20_partial, perov_5, carbon_24, mpts_52, aflow, dos
+    assert [rows[("mp_20", s)] for s in ("train", "val", "test")] == [26117, 9047, 9046]
     for (name, split), n in rows.items():
         if name == "mp20_subset":
             continue
