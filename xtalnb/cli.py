@@ -75,6 +75,25 @@ def _cmd_evaluate(args):
         record_metrics(args.model, f"{task}_test_n{args.n}_seed{args.seed}{steps}", summary)
         print(f"recorded in the model card of {args.model}")
 
+def _cmd_yardstick(args):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from xtalnb.yardstick import SMOKE, default_work_dir, yardstick
+    kw = dict(n=args.n, steps=args.steps, relax_n=args.relax_n, relax_max_steps=args.relax_max_steps,
+              batch_size=args.batch_size, relax_batch=args.relax_batch, data_limit=args.data_limit,
+              results_dir=args.results_dir)
+    if args.smoke:        # tiny scale, written beside the chunks (never into the committed table unless --results-dir says so)
+        kw.update(SMOKE)
+        kw["results_dir"] = args.results_dir or Path(args.work_dir or default_work_dir()) / "smoke-results"
+    if args.reference is not None:
+        kw["steps"] = None
+    rows = yardstick(args.model, task=args.task, reference=args.reference, seed=args.seed, device=args.device,
+                     work_dir=args.work_dir, overwrite=args.overwrite, progress=not args.no_progress, hull=args.hull, **kw)
+    with pd.option_context("display.max_rows", 200, "display.width", 200):
+        print(rows.set_index("row_id").T.to_string())
+
 def _cmd_repro(args):
     from xtalnb.repro import run_repro
     res = run_repro(args.names or None, scale=args.scale, force=args.force, kernel=args.kernel)
@@ -133,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table", default=None, help="write the per-structure table to this CSV")
     s.add_argument("--record", action="store_true", help="store the summary in the shipped model's card")
     s.set_defaults(func=_cmd_evaluate)
+    s = sub.add_parser("yardstick", help="the benchmark: one row of results/yardstick/yardstick.csv per model and sampler steps")
+    s.add_argument("--model", default=None, help="shipped model name or path to a .pt file (task read from its card)")
+    s.add_argument("--reference", default=None, help="'test': put the test split itself through the de novo metrics")
+    s.add_argument("--task", default=None, choices=["csp", "denovo", "de_novo"], help="checked against the model card")
+    s.add_argument("--n", type=int, default=1000, help="test compositions (CSP) or samples (de novo)")
+    s.add_argument("--steps", type=int, nargs="+", default=None, help="sampler steps, one row each (default: 1000 100)")
+    s.add_argument("--relax-n", type=int, default=200, help="samples relaxed with CHGNet for the stability metrics")
+    s.add_argument("--relax-max-steps", type=int, default=500)
+    s.add_argument("--batch-size", type=int, default=100, help="samples per chunk")
+    s.add_argument("--relax-batch", type=int, default=10, help="relaxations per chunk")
+    s.add_argument("--data-limit", type=int, default=None, help="use only the first rows of each split (tests only)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--work-dir", default=None, help="finished chunks (default: the xtalnb cache); a rerun continues there")
+    s.add_argument("--results-dir", default=None, help="table and per-structure tables (default: results/yardstick)")
+    s.add_argument("--overwrite", action="store_true", help="replace a row of the table whose numbers differ")
+    s.add_argument("--hull", default=None, help="reference hull kind for E_hull (default: the project's default hull)")
+    s.add_argument("--smoke", action="store_true", help="tiny scale (4 samples, 5 steps, 2 short relaxations)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_yardstick)
     s = sub.add_parser("repro", help="run the reproduction notebooks in nbs/repro/ with papermill (skips unchanged ones)")
     s.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
     s.add_argument("--scale", default="cpu", help="parameter set: smoke, cpu, headline, paper (nbs/repro/params/<name>.<scale>.json)")

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto 0
-__all__ = ['write_structures', 'run_demo', 'evaluate_csp_model', 'evaluate_denovo_model', 'record_metrics']
+__all__ = ['write_structures', 'run_demo', 'chunk_seed', 'run_chunks', 'evaluate_csp_model', 'evaluate_denovo_model',
+           'record_metrics']
 
 # %% ../nbs/13_demo.ipynb 3
 def write_structures(structures, path) -> Path:
@@ -93,7 +94,7 @@ def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: i
     return summary
 
 # %% ../nbs/13_demo.ipynb 7
-def _chunk_seed(seed: int, k: int) -> int: return int(seed) * 100003 + int(k)
+def chunk_seed(seed: int, k: int) -> int: return int(seed) * 100003 + int(k)
 
 def _pid_alive(pid: int) -> bool:
     import os
@@ -121,7 +122,7 @@ def _claim_chunk(lock: Path) -> bool:
     os.write(fd, me.encode()); os.close(fd)
     return True
 
-def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progress: bool, poll_s: float = 10.0):
+def run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progress: bool, poll_s: float = 10.0):
     """Run `run_chunk(k, lo, hi) -> DataFrame` over chunks of `batch_size`, resumably in `work_dir`; returns (table, seconds).
     Several processes may share one `work_dir` (e.g. one per core or GPU): each claims a chunk with a lock file, skips chunks
     claimed by others, and at the end waits for them (taking over a chunk whose owner died)."""
@@ -181,22 +182,23 @@ def _run_chunks(work_dir, meta: dict, n: int, batch_size: int, run_chunk, progre
     return pd.concat(frames, ignore_index=True), secs
 
 def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, batch_size: int = 128, device="cpu",
-                       n_jobs: int = 1, progress: bool = True, work_dir=None, steps: int | None = None) -> tuple:
-    "(per-composition table, summary) of CSP on the first `n` MP-20 subset test crystals in a seeded random order."
+                       n_jobs: int = 1, progress: bool = True, work_dir=None, steps: int | None = None,
+                       dataset: str = "mp20_subset") -> tuple:
+    "(per-composition table, summary) of CSP on the first `n` test crystals of `dataset` in a seeded random order."
     import pandas as pd
     from xtalnb.data import load_dataset
     from xtalnb.metrics import csp_metrics, summarize_csp
     from xtalnb.sampling import sample
     from xtalnb.train import load_model
     net, diffusion, card = load_model(model, device=device)
-    test = list(load_dataset("mp20_subset", "test"))
+    test = list(load_dataset(dataset, "test", progress=progress))
     if not 1 <= n <= len(test):
         raise ValueError(f"n must be in 1..{len(test)} (the test split), got {n}")
     order = np.random.default_rng(seed).permutation(len(test))[:n]
     targets = [test[i] for i in order]
     def run_chunk(k, lo, hi):
         tg = targets[lo:hi]
-        out = sample(net, diffusion, atomic_numbers=[c.atomic_numbers for c in tg], seed=_chunk_seed(seed, k),
+        out = sample(net, diffusion, atomic_numbers=[c.atomic_numbers for c in tg], seed=chunk_seed(seed, k),
                      batch_size=hi - lo, device=device, progress=False, steps=steps)
         if work_dir is not None:   # keep the generated structures next to their scores (for relaxation, RMSD, plots)
             write_structures([c.to_structure() for c in out], Path(work_dir) / f"chunk_{k:05d}.extxyz")
@@ -210,7 +212,9 @@ def evaluate_csp_model(model: str = "csp-mp20", n: int = 1000, seed: int = 0, ba
         return pd.concat([df, failed], ignore_index=True) if len(failed) else df
     meta = {"kind": "csp", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size,
             "steps": steps or diffusion.T}
-    df, secs = _run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
+    if dataset != "mp20_subset":                       # (work dirs made before `dataset` existed stay resumable)
+        meta["dataset"] = dataset
+    df, secs = run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
     summary = {**summarize_csp(df.drop(columns=["chunk_seconds", "degenerate"])), "n": n,
                "n_degenerate": int(df["degenerate"].sum()), "generation_and_matching_s": secs,
                "model_steps": card.get("steps"), "model_sha256": card.get("sha256"), "seed": seed,
@@ -229,7 +233,7 @@ def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int =
     from xtalnb.data import draw_num_atoms
     sizes = np.asarray(draw_num_atoms(card["num_atoms_distribution"], n, seed))   # p[N-1] layout: N >= 1
     def run_chunk(k, lo, hi):
-        out = sample(net, diffusion, num_atoms=sizes[lo:hi].tolist(), seed=_chunk_seed(seed, k), batch_size=hi - lo,
+        out = sample(net, diffusion, num_atoms=sizes[lo:hi].tolist(), seed=chunk_seed(seed, k), batch_size=hi - lo,
                      device=device, progress=False, steps=steps)
         ss = [c.to_structure() for c in out]
         if work_dir is not None:
@@ -242,7 +246,7 @@ def evaluate_denovo_model(model: str = "denovo-mp20", n: int = 1000, seed: int =
         return pd.concat([df, bad], ignore_index=True) if len(bad) else df
     meta = {"kind": "denovo", "model_sha256": card.get("sha256"), "n": n, "seed": seed, "batch_size": batch_size,
             "steps": steps or diffusion.T}
-    df, secs = _run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
+    df, secs = run_chunks(work_dir, meta, n, batch_size, run_chunk, progress)
     ok = df[~df["degenerate"].astype(bool)]
     summary = {"struct_valid": 100 * float(df["struct_valid"].astype(bool).sum()) / n,
                "comp_valid": 100 * float(df["comp_valid"].astype(bool).sum()) / n,
