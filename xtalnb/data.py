@@ -641,9 +641,6 @@ def summary_table(splits: dict, spacegroups: bool = False) -> pd.DataFrame:
 
 def plot_statistics(splits: dict, out_dir="figures", prefix: str = "data") -> list:
     "Histograms of atoms/cell, elements, lattice lengths and angles, density and space groups; returns the PNG paths."
-    import matplotlib
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -51,8 +51,6 @@ def write_structures(structures, path) -> Path:
 def run_demo(model: str = "denovo-mp20", n: int = 16, out_dir="figures", seed: int = 0, device="cpu",
              composition: str | None = None, progress: bool = True, steps: int | None = None) -> dict:
     "Generate `n` crystals with a shipped model, evaluate them, and write CIF, CSV and a figure to `out_dir`."
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from xtalnb.data import load_dataset

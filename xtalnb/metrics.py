@@ -795,7 +795,6 @@ def summarize(df: pd.DataFrame) -> dict:
 # %% ../nbs/07_metrics.ipynb 52
 def plot_descriptor_distributions(tables: dict, path=None, columns=("compactness", "m_led", "spp", "complexity")):
     "Overlayed histograms of descriptor columns, one curve per labelled table; saves to `path` if given."
-    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     titles = {"compactness": "compactness C", "m_led": "$M_{LED}$", "spp": "SPP score", "complexity": "K (bits/atom)"}
     fig, axs = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2))
