@@ -18,7 +18,7 @@ import numpy as np
 from .crystal import Crystal
 from .relax import (CHGNET_VERSION, PROTOCOL, CellLimits, RelaxResult, hull_dir, relax, single_point, to_atoms,
                           torch_threads)
-from .train import atomic_write_text, package_versions
+from .utils import atomic_write_text, package_versions
 
 # %% auto 0
 __all__ = ['REFS_VERSION', 'DIATOMIC', 'REFS_BUILD_COMMAND', 'ELEMENT_SOURCES', 'HULL_VERSION', 'HULL_BUILD_COMMAND',
@@ -327,7 +327,8 @@ class ReferenceHull:
     `energy` says what the entries' `energy_per_atom` is: 'total' (CHGNet E/N, the self-consistent hulls) or 'formation'
     (E_form per atom, elements at 0: the DFT hull). `correction` (formation hulls only) is the CHGNet − DFT offset that `place`
     subtracts from a candidate's CHGNet formation energy (see `offset_for`)."""
-    def __init__(self, entries, version: str | None = None, energy: str = "total", correction: dict | None = None):
+    def __init__(self, entries, version: str | None = None, energy: str = "total", correction: dict | None = None,
+                 max_pd_elements: int = 5):
         from pymatgen.analysis.phase_diagram import PDEntry
         from pymatgen.core import Composition
         if energy not in HULL_ENERGIES:
@@ -335,6 +336,7 @@ class ReferenceHull:
         if correction is not None and energy != "formation":
             raise ValueError("an offset correction only applies to a formation-energy hull (energy='formation')")
         self.version, self.energy, self.correction = version, energy, correction
+        self.max_pd_elements = max_pd_elements     # above it: E_surf by linear programming, no phase diagram
         self.entries = []
         for e in entries:
             comp = Composition(e["composition"])
@@ -380,8 +382,27 @@ class ReferenceHull:
         missing = sorted({el.symbol for el in comp.elements} - self.elements)
         if missing:
             return HullResult(math.nan, "missing_elements:" + ",".join(missing))
-        pd_ = self.phase_diagram({el.symbol for el in comp.elements})
+        els = {el.symbol for el in comp.elements}
+        if len(els) > self.max_pd_elements:
+            return HullResult(e - self.surface_energy(comp), "ok")
+        pd_ = self.phase_diagram(els)
         return HullResult(float(pd_.get_e_above_hull(PDEntry(comp, e * comp.num_atoms), allow_negative=True)), "ok")
+
+    def surface_energy(self, composition) -> float:
+        """E_surf at `composition` by its definition: min sum_i x_i e_i over x >= 0 with sum_i x_i f_i = f (e_i: entries' energies
+        per atom, f_i: their atomic fractions over the system's elements). Exact in any number of elements, where building a
+        phase diagram (a convex hull in d - 1 dimensions) grows too costly."""
+        from pymatgen.core import Composition
+        from scipy.optimize import linprog
+        comp = Composition(_composition(composition))
+        els = sorted(el.symbol for el in comp.elements)
+        sub = [e for s, e in self.entries if s <= frozenset(els)]
+        F = np.array([[e.composition.get_atomic_fraction(el) for e in sub] for el in els])
+        f = np.array([comp.get_atomic_fraction(el) for el in els])
+        res = linprog(np.array([e.energy_per_atom for e in sub]), A_eq=F, b_eq=f, bounds=(0, None), method="highs")
+        if res.status != 0:
+            raise ValueError(f"no convex combination of hull entries has the composition {comp.reduced_formula}: {res.message}")
+        return float(res.fun)
 
     def place(self, composition, chgnet_energy_per_atom: float, correct: bool = True, refs: dict | None = None,
               device="cpu") -> HullResult:
