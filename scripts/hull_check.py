@@ -20,7 +20,7 @@ COMMAND = "python scripts/hull_check.py --split {split} --n {n} --seed {seed}"
 
 
 def row(c, r, rank: int) -> dict:
-    fin = lambda v: round(float(v), 6) if v is not None and math.isfinite(float(v)) else None  # noqa: E731
+    fin = lambda v: round(float(v), 6) if v is not None and math.isfinite(float(v)) else None
     from ase.data import chemical_symbols
     comp = {chemical_symbols[int(z)]: float(k) for z, k in sorted(Counter(c.atomic_numbers.tolist()).items())}
     return dict(id=str(c.id), rank=rank, formula=c.formula, composition=comp, n_atoms=int(c.num_atoms),
@@ -47,7 +47,7 @@ def main():
 
     from xtalnb.data import load_dataset
     from xtalnb.relax import CHGNET_VERSION, PROTOCOL, relax
-    from xtalnb.train import atomic_write_text, package_versions
+    from xtalnb.utils import atomic_write_text, package_versions
     ds = load_dataset("mp_20", a.split, progress=False)
     order = np.random.default_rng(a.seed).permutation(len(ds))[: a.n]
     out = Path(a.out_dir)

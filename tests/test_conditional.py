@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xtalnb.sampling import generate
-from xtalnb.train import load_model
+from xtalnb.checkpoint import load_model
 
 ADAPTER = "denovo-mp20-adapter-C"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xtalnb import data
+from xtalnb import data, download
 from xtalnb.crystal import Crystal
 
 ROOT = data.data_root()
@@ -186,23 +186,23 @@ def test_download_good_corrupt_missing_interrupted(server, tmp_path):
     corrupt[len(corrupt) // 2] ^= 0x20
     _Handler.files = {"/data/carbon_24/test.csv": carbon, "/data/carbon_24/val.csv": bytes(corrupt),
                       "/truncated/carbon.csv": carbon}
-    out = data.download_dataset("carbon_24", "test", root=tmp_path, mirror=server, progress=False)
+    out = download.download_dataset("carbon_24", "test", root=tmp_path, mirror=server, progress=False)
     assert out["test"].read_bytes() == carbon and out["test"] == tmp_path / "carbon_24" / "test.csv"
     # the downloaded file is what load_dataset reads
     assert len(data.load_dataset("carbon_24", "test", root=tmp_path, limit=5, progress=False)) == 5
-    with pytest.raises(data.ChecksumError, match="SHA-256"):
-        data.download_dataset("carbon_24", "val", root=tmp_path, mirror=server, progress=False)
+    with pytest.raises(download.ChecksumError, match="SHA-256"):
+        download.download_dataset("carbon_24", "val", root=tmp_path, mirror=server, progress=False)
     with pytest.raises(FileNotFoundError, match="404"):
-        data.download_dataset("carbon_24", "train", root=tmp_path, mirror=server, progress=False)
+        download.download_dataset("carbon_24", "train", root=tmp_path, mirror=server, progress=False)
     with pytest.raises(OSError, match="interrupted"):
-        data.download_file(f"{server}/truncated/carbon.csv", tmp_path / "t.csv", sha256=hashlib.sha256(carbon).hexdigest(),
+        download.download_file(f"{server}/truncated/carbon.csv", tmp_path / "t.csv", sha256=hashlib.sha256(carbon).hexdigest(),
                            progress=False)
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["carbon_24/test.csv"], left   # no partial or corrupted file anywhere
     # an existing file is verified, not re-downloaded; a tampered one is reported
     (tmp_path / "carbon_24" / "test.csv").write_bytes(bytes(corrupt))
-    with pytest.raises(data.ChecksumError):
-        data.download_dataset("carbon_24", "test", root=tmp_path, mirror=server, progress=False)
+    with pytest.raises(download.ChecksumError):
+        download.download_dataset("carbon_24", "test", root=tmp_path, mirror=server, progress=False)
 
 
 def test_download_sha1_fallback_and_unverified(server, tmp_path):
@@ -210,16 +210,16 @@ def test_download_sha1_fallback_and_unverified(server, tmp_path):
     sha1 = hashlib.sha1(b"blob %d\0" % len(payload) + payload).hexdigest()
     _Handler.files = {"/f.csv": payload}
     with pytest.warns(UserWarning, match="git blob SHA-1"):
-        data.download_file(f"{server}/f.csv", tmp_path / "a.csv", git_sha1=sha1, progress=False)
-    with pytest.raises(data.ChecksumError, match="git blob SHA-1"):
-        data.download_file(f"{server}/f.csv", tmp_path / "b.csv", git_sha1="0" * 40, progress=False)
+        download.download_file(f"{server}/f.csv", tmp_path / "a.csv", git_sha1=sha1, progress=False)
+    with pytest.raises(download.ChecksumError, match="git blob SHA-1"):
+        download.download_file(f"{server}/f.csv", tmp_path / "b.csv", git_sha1="0" * 40, progress=False)
     with pytest.warns(UserWarning, match="CANNOT be verified"):
-        data.download_file(f"{server}/f.csv", tmp_path / "c.csv", progress=False)
+        download.download_file(f"{server}/f.csv", tmp_path / "c.csv", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "c.csv"]
 
 
 def test_registry_urls_pinned():
-    for name, reg in data.REGISTRY.items():
+    for name, reg in download.REGISTRY.items():
         for split, e in reg["files"].items():
             assert re.fullmatch(r"https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[0-9a-f]{40}/data/\w+/(train|val|test)\.csv", e["url"])
             assert re.fullmatch(r"[0-9a-f]{40}", e["git_sha1"]) and (e["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", e["sha256"]))

@@ -274,7 +274,7 @@ def test_committed_store_loads_every_ok_row():
     "Every 'ok' row of the committed label store loads, including cells whose levels leave no gap (empty gap field -> NaN)."
     import csv
     from xtalnb.dos import _num
-    from xtalnb.train import source_root
+    from xtalnb.utils import source_root
     store = source_root() / "data" / "dos"
     rows = [r for r in csv.DictReader(open(store / "index.csv")) if r["status"] == "ok"]
     got = load_dos_store(store)

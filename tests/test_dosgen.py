@@ -15,9 +15,10 @@ from xtalnb.dos import dos_grid
 from xtalnb.dosgen import (AU3NI_L12_A, IRO2_RUTILE, DOSMatch, DOSSurrogate, _onehot, atom_condition, dos_conditional_model,
                            dos_generate, dos_mae, evaluate_candidates, l12_crystal, load_target, rutile_crystal, train_dos_conditional,
                            train_dos_surrogate, export_surrogate)
-from xtalnb.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from xtalnb.guidance import ClassifierFreeGuidance
+from xtalnb.classifier import ClassifierGuidance
 from xtalnb.sampling import SampleContext
-from xtalnb.train import load_model
+from xtalnb.checkpoint import load_model
 
 TINY = dict(hidden=16, layers=2, num_freqs=2, time_dim=8)
 AU, IR = l12_crystal(), rutile_crystal()

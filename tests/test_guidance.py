@@ -1,4 +1,4 @@
-"Tests for xtalnb.guidance: CFG mixes, score-unit conversion, hard constraints on the shipped model, constraint penalties."
+"Tests for xtalnb.guidance, .classifier, .hard_constraints and .constraint_guidance: CFG mixes, score-unit conversion, hard constraints on the shipped model, constraint penalties."
 import warnings
 
 import numpy as np
@@ -8,11 +8,14 @@ import torch
 from xtalnb.crystal import Crystal, CrystalBatch
 from xtalnb.denoiser import Denoiser
 from xtalnb.diffusion import NUM_TYPES, CrystalDiffusion
-from xtalnb.guidance import (ClassifierFreeGuidance, ClassifierGuidance, ConstraintGuidance, ConstraintSet, CoordinationNumber,
-                             Density, Elements, FixAtoms, FixSites, LatticeAngles, LatticeLengths, PairDistance, VolumePerAtom,
-                             cfg_mix_logits, chemical_system, check_conditions, combine_hooks, field_scores,
-                             lattice_angles, min_image_distances, partial_composition, perovskite_ABX3)
-from xtalnb.sampling import SampleContext, SamplerHooks, sample
+from xtalnb.guidance import ClassifierFreeGuidance, cfg_mix_logits, check_conditions, field_scores
+from xtalnb.classifier import ClassifierGuidance
+from xtalnb.constraint_guidance import (
+    ConstraintGuidance, ConstraintSet, CoordinationNumber, Density, Elements, LatticeAngles, LatticeLengths,
+    PairDistance, VolumePerAtom, lattice_angles, min_image_distances, perovskite_ABX3,
+)
+from xtalnb.hard_constraints import FixAtoms, FixSites, chemical_system, partial_composition
+from xtalnb.sampling import SampleContext, SamplerHooks, combine_hooks, sample
 
 SMALL = dict(hidden=16, layers=1, num_freqs=2, time_dim=8)
 SPECS = [{"name": "band_gap", "kind": "scalar", "range": [0.0, 6.0]}]
@@ -24,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def shipped():
-    from xtalnb.train import load_model
+    from xtalnb.checkpoint import load_model
     net, d, card = load_model("denovo-mp20")
     return net, d
 
@@ -321,7 +324,7 @@ def test_elements_allow_deny_overlap_is_an_error():
 
 def test_volume_factor_range_brackets_random_cells():
     "Every random cell with angles in the window has V/(abc) inside the computed bounds (independent route: pymatgen volume)."
-    from xtalnb.guidance import volume_factor_range
+    from xtalnb.constraint_guidance import volume_factor_range
     from pymatgen.core import Lattice
     rng = np.random.default_rng(0)
     for lo, hi in ((80, 100), (60, 75), (95, 130)):
@@ -363,3 +366,14 @@ def test_constraint_guidance_checks_atom_count_before_guiding(shipped):
     with pytest.raises(ValueError, match="5 atoms"):
         sample(net, d, num_atoms=[5], steps=2, hooks=cg.hooks(), seed=0, progress=False)
     assert cg.history == []          # refused before any guided update
+
+
+def test_combine_hooks_keeps_every_slot():
+    "predict, record and trace survive the merge (trace was once dropped), lists keep their order, two setters are refused."
+    f_pred, f_rec, f_tr, m1, m2, p1 = (lambda *a: None), (lambda *a: None), (lambda *a: None), (lambda *a: 1), (lambda *a: 2), (lambda *a: 3)
+    h = combine_hooks(SamplerHooks(predict=f_pred, modifiers=[m1]), SamplerHooks(trace=f_tr, modifiers=[m2], project=[p1]),
+                      SamplerHooks(record=f_rec))
+    assert (h.predict, h.record, h.trace) == (f_pred, f_rec, f_tr)
+    assert h.modifiers == [m1, m2] and h.project == [p1]
+    with pytest.raises(ValueError, match="may set `trace`"):
+        combine_hooks(SamplerHooks(trace=f_tr), SamplerHooks(trace=f_rec))

@@ -1,4 +1,4 @@
-"Tests for xtalnb.metrics on hand-made structures with known answers, plus a small real-data check of the exact fast matcher."
+"Tests for xtalnb.metrics, xtalnb.matching and xtalnb.evaluation on hand-made structures with known answers, plus a small real-data check of the exact fast matcher."
 import math
 import warnings
 from pathlib import Path
@@ -10,6 +10,8 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 
 from xtalnb.crystal import Crystal
+from xtalnb import evaluation as E
+from xtalnb import matching as MT
 from xtalnb import metrics as M
 
 warnings.filterwarnings("ignore")
@@ -44,10 +46,10 @@ def test_compactness_nacl_by_hand():
 
 def test_identical_structures_match_with_zero_rmse():
     s = perovskite()
-    matched, rmse, comp, timed_out = M.csp_match(s, s.copy())
+    matched, rmse, comp, timed_out = MT.csp_match(s, s.copy())
     assert matched and comp and not timed_out and rmse == pytest.approx(0.0, abs=1e-10)
     # a different composition is neither a match nor a composition match
-    m, r, c, _ = M.csp_match(rocksalt(), s)
+    m, r, c, _ = MT.csp_match(rocksalt(), s)
     assert (m, c) == (False, False) and np.isnan(r)
 
 
@@ -55,7 +57,7 @@ def test_rmse_of_single_displacement_by_hand():
     s = perovskite(); d = s.copy(); d.translate_sites([1], [0.2 / 3.905, 0, 0])   # Ti moved 0.2 Å
     u = np.zeros((5, 3)); u[1, 0] = 0.2; u -= u.mean(0)
     expected = np.sqrt((u ** 2).sum(1).mean()) / (s.volume / 5) ** (1 / 3)
-    assert M.csp_match(d, s)[1] == pytest.approx(expected, rel=1e-6)
+    assert MT.csp_match(d, s)[1] == pytest.approx(expected, rel=1e-6)
 
 
 def test_short_contact_is_invalid():
@@ -90,10 +92,10 @@ def test_fast_matching_equals_naive_on_hand_made_set():
     refs = [rocksalt(), rocksalt(4.2, "Mg", "O"), cscl(), perovskite(), cscl(3.0, "Na", "Cl")]
     j = perovskite(); j.perturb(0.04, min_distance=0.01)
     queries = [rocksalt(5.1), cscl(4.2), j, rocksalt(4.8, "Ca", "O"), rocksalt().get_primitive_structure()]
-    idx = M.MatchIndex(refs)
+    idx = MT.MatchIndex(refs)
     fast = [bool(r["matches"]) for r in idx.query_many(queries)]
-    assert fast == [M.naive_any_match(q, refs) for q in queries] == [True, True, True, False, True]
-    anon = M.MatchIndex(refs, anonymous=True)
+    assert fast == [MT.naive_any_match(q, refs) for q in queries] == [True, True, True, False, True]
+    anon = MT.MatchIndex(refs, anonymous=True)
     assert anon.query(rocksalt(4.8, "Ca", "O"), first_only=False)["matches"] == [0, 1]
 
 
@@ -115,9 +117,9 @@ def test_fast_matching_equals_naive_on_real_sample():
     refs = _mp20("train", 300)
     queries = _mp20("test", 12) + [r.copy() for r in refs[:4]]
     for q in queries[-4:]: q.perturb(0.03, min_distance=0.005)
-    idx = M.MatchIndex(refs)
+    idx = MT.MatchIndex(refs)
     fast = [bool(r["matches"]) for r in idx.query_many(queries)]
-    assert fast == [M.naive_any_match(q, refs) for q in queries]
+    assert fast == [MT.naive_any_match(q, refs) for q in queries]
     assert all(fast[-4:])
 
 
@@ -131,8 +133,8 @@ def test_shipped_spp_table_and_real_structures():
 
 
 def test_prototypes_and_frameworks():
-    assert M.match_prototype(rocksalt(4.2, "Mg", "O")).startswith("AB_cF8_225_a_b")
-    fw = M.FrameworkIndex([rocksalt(), rocksalt(4.2, "Mg", "O"), cscl(), perovskite()])
+    assert MT.match_prototype(rocksalt(4.2, "Mg", "O")).startswith("AB_cF8_225_a_b")
+    fw = MT.FrameworkIndex([rocksalt(), rocksalt(4.2, "Mg", "O"), cscl(), perovskite()])
     assert fw.counts.tolist() == [2, 1, 1]
     assert fw.rank(rocksalt(6.0, "K", "Br")) == 0 and fw.rank(spinel()) == -1
 
@@ -140,14 +142,14 @@ def test_prototypes_and_frameworks():
 def test_evaluate_table_and_errors(tmp_path):
     tab = M.SPPTable.build([rocksalt(), perovskite(), cscl()], n_folds=1)
     structs = [rocksalt(), perovskite(), Crystal.from_structure(cscl())]
-    df, summary = M.evaluate(structs, reference=[rocksalt()], spp_table=tab, descriptors=("compactness", "complexity", "spp"),
+    df, summary = E.evaluate(structs, reference=[rocksalt()], spp_table=tab, descriptors=("compactness", "complexity", "spp"),
                              e_hull=[0.0, 0.05, 0.3], out=tmp_path / "t.csv")
     assert (tmp_path / "t.csv").exists() and len(pd.read_csv(tmp_path / "t.csv")) == 3
     assert df["novel"].tolist() == [False, True, True]
     assert df["sun"].tolist() == [0.0, 1.0, 0.0]
     assert summary["struct_valid"] == 100.0
-    with pytest.raises(ValueError, match="pymatgen Structures or xtalnb Crystals"): M.evaluate(["NaCl"])
-    with pytest.raises(ValueError, match="needs targets"): M.evaluate(structs, task="csp")
-    with pytest.raises(ValueError, match="unknown descriptors"): M.evaluate(structs, descriptors=("foo",))
-    with pytest.raises(ValueError, match="one value per structure"): M.evaluate(structs, descriptors=(), e_hull=[0.0])
-    with pytest.raises(ValueError, match="exact only"): M.MatchIndex([rocksalt()], StructureMatcher(allow_subset=True))
+    with pytest.raises(ValueError, match="pymatgen Structures or xtalnb Crystals"): E.evaluate(["NaCl"])
+    with pytest.raises(ValueError, match="needs targets"): E.evaluate(structs, task="csp")
+    with pytest.raises(ValueError, match="unknown descriptors"): E.evaluate(structs, descriptors=("foo",))
+    with pytest.raises(ValueError, match="one value per structure"): E.evaluate(structs, descriptors=(), e_hull=[0.0])
+    with pytest.raises(ValueError, match="exact only"): MT.MatchIndex([rocksalt()], StructureMatcher(allow_subset=True))

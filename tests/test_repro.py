@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from xtalnb.repro import run_repro
-from xtalnb.train import source_root
+from xtalnb.utils import source_root
 
 ROOT = source_root()
 NAMES = sorted(p.stem for p in (ROOT / "nbs" / "repro").glob("*.ipynb"))

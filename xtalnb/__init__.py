@@ -9,9 +9,9 @@ __all__ = ['API']
 # %% ../nbs/18_api.ipynb 2
 API = {
     "generate": "xtalnb.sampling",      # sample crystals from a shipped model (de novo or CSP)
-    "evaluate": "xtalnb.metrics",       # per-structure metrics + a summary of any list of structures
+    "evaluate": "xtalnb.evaluation",    # per-structure metrics + a summary of any list of structures
     "load_dataset": "xtalnb.data",      # MP-20 and the other benchmark datasets as Crystal sequences
-    "load_model": "xtalnb.train",       # a shipped model (weights checked against its card's SHA-256)
+    "load_model": "xtalnb.checkpoint",  # a shipped model (weights checked against its card's SHA-256)
     "e_hull": "xtalnb.hull",            # energy above the reference convex hull
     "Crystal": "xtalnb.crystal",        # one crystal: atom types, fractional coordinates, lattice
 }

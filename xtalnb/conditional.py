@@ -50,14 +50,14 @@ def space_group_number(c, symprec: float = 0.1) -> int:
     return int(SpacegroupAnalyzer(c.to_structure() if isinstance(c, Crystal) else c, symprec=symprec).get_space_group_number())
 
 def default_m_led_cache() -> Path:
-    from xtalnb.data import project_root
-    return project_root() / "data" / "conditions_m_led.csv"
+    from xtalnb.utils import source_root
+    return source_root() / "data" / "conditions_m_led.csv"
 
 def default_label_cache(name: str) -> Path:
     "Default cache of a slow label (`CACHED_PROPS`): data/conditions_<name>.csv."
     if name not in CACHED_PROPS: raise ValueError(f"{name!r} is not a cached label; cached: {list(CACHED_PROPS)}")
-    from xtalnb.data import project_root
-    return project_root() / "data" / f"conditions_{name}.csv"
+    from xtalnb.utils import source_root
+    return source_root() / "data" / f"conditions_{name}.csv"
 
 def _label_fn(name: str, device="cpu"):
     if name == "m_led":
@@ -70,7 +70,7 @@ def _label_fn(name: str, device="cpu"):
 
 def _cached_values(crystals, name: str, cache_path, progress: bool, flush_every: int = 50, device="cpu") -> np.ndarray:
     "A slow label per crystal, cached by crystal id in a CSV (id, <name>) that grows atomically every `flush_every` new values."
-    from xtalnb.train import atomic_write_text
+    from xtalnb.utils import atomic_write_text
     fn = _label_fn(name, device)
     cache_path = Path(cache_path)
     known = {}
@@ -98,7 +98,7 @@ def attach_conditions(crystals, names, m_led_cache=None, symprec: float = 0.1, p
                       device="cpu") -> list:
     """Copies of `crystals` whose `props` carry the global conditions `names` (several at once):
     dataset labels (the MP-20 CSV scalars formation_energy_per_atom, band_gap, e_above_hull; `bulk_modulus` of the AFLOW elastic
-    set: checked present), computed `compactness` (PIGEN Eq. 2, exact), `hhi` (production HHI of the composition, exact; NaN —
+    set: checked present), computed `compactness` (PIGEN Eq. (2), exact), `hhi` (production HHI of the composition, exact; NaN —
     a null condition in training — when an element has no HHI data), and the slow ones cached by crystal id (`caches[name]`, default
     data/conditions_<name>.csv; `m_led_cache` is kept for M_LED): `m_led` (PIGEN Eqs. 4-6) and `magnetic_density`
     (Σ|m_i|/V from CHGNet single-point magmoms at the given geometry, μB/Å³); `space_group` (spglib number, categorical) and
@@ -143,7 +143,7 @@ def condition_specs(crystals, names) -> tuple:
     return specs, ranges
 
 
-# %% ../nbs/11_conditional.ipynb 9
+# %% ../nbs/11_conditional.ipynb 17
 FINETUNE_MODES = ("adapter", "full", "scratch")
 
 def conditional_model(base, cond_specs, mode: str = "adapter", seed: int = 0):
@@ -173,7 +173,8 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
     or interrupted call never replaces a shipped checkpoint; `export=True` writes the current EMA after any call, `False` never.
     `caches`: label caches for `attach_conditions`; `data_desc`: what the training set is, for the card (default: MP-20 train)."""
     from xtalnb.data import load_dataset, num_atoms_distribution
-    from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
+    from xtalnb.train import TrainConfig, default_run_dir, train
+    from xtalnb.checkpoint import checkpoint_dir, load_model, save_model
     if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
     if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     props = [props] if isinstance(props, str) else list(props)
@@ -206,7 +207,7 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
     return out
 
 
-# %% ../nbs/11_conditional.ipynb 13
+# %% ../nbs/11_conditional.ipynb 23
 def sample_shift(model, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 100, seed: int = 0, device="cpu",
                  progress: bool = False) -> pd.DataFrame:
     """Generate `n` crystals per (target, γ) with the one sampler (strided, `steps` steps, same seed so the same atom counts and
@@ -214,7 +215,7 @@ def sample_shift(model, targets, gammas=(0.0, 2.0), n: int = 32, steps: int = 10
     unconditional pathway nulls all of them). γ = 0 is the unconditional model and is run once. Returns one row per crystal:
     gamma, target (a label, 'unconditional' at γ = 0), `target_<condition>` (NaN at γ = 0) and `structure` (pymatgen JSON, for `measure_shift`)."""
     from xtalnb.sampling import generate
-    from xtalnb.train import load_model
+    from xtalnb.checkpoint import load_model
     targets = [dict(t) for t in targets]
     if not targets or any(not t for t in targets): raise ValueError("targets must be a non-empty list of non-empty {condition: value} dicts")
     names = list(targets[0])
@@ -240,7 +241,7 @@ def measure_shift(df: pd.DataFrame, measures: dict, max_per_group: int | None = 
     first rows of each (gamma, target) group; `time_budget_s` stops early (the rest stays NaN); `out_path` is rewritten atomically
     every `flush_every` new values; `<column>_cpu_s` records the CPU seconds of each value. A failing structure (exception or non-finite value) gets NaN and its error; a measure failing on every structure raises."""
     from pymatgen.core import Structure
-    from xtalnb.train import atomic_write_text
+    from xtalnb.utils import atomic_write_text
     if not measures: raise ValueError("measure_shift needs at least one measure")
     df = df.copy()
     t0, new = time.time(), 0
@@ -297,7 +298,7 @@ def guidance_shift(model, cond_name: str, targets, gammas=(0.0, 2.0), n: int = 3
     return pd.DataFrame({"target": df[f"target_{cond_name}"], "gamma": df["gamma"], "value": df["value"]})
 
 
-# %% ../nbs/11_conditional.ipynb 16
+# %% ../nbs/11_conditional.ipynb 30
 ELEMENT_PROPS = ("Z", "X", "row", "group", "atomic_radius", "mendeleev_no", "atomic_mass", "ionization", "electron_affinity",
                  "block_s", "block_p", "block_d", "block_f", "valence")
 _ELEM_TABLE = None
@@ -331,9 +332,9 @@ def element_table() -> np.ndarray:
 def structure_features(crystals) -> np.ndarray:
     """Descriptors of whole structures, (B, F): element fractions (100), fraction-weighted mean / min / max / std of the elemental
     table, and structure: volume and mass per atom, density, atom and element counts, nearest-neighbour distance min / mean and
-    both divided by the mean atomic radius (minimum image, `xtalnb.guidance.min_image_distances`)."""
+    both divided by the mean atomic radius (minimum image, `xtalnb.constraint_guidance.min_image_distances`)."""
     from xtalnb.crystal import CrystalBatch
-    from xtalnb.guidance import min_image_distances
+    from xtalnb.constraint_guidance import min_image_distances
     crystals = [c if isinstance(c, Crystal) else Crystal.from_structure(c) for c in crystals]
     if not crystals: raise ValueError("structure_features needs at least one structure")
     T = element_table()
@@ -410,7 +411,7 @@ def fit_property_regressor(crystals, prop: str, epochs: int = 60, batch_size: in
 
 def save_regressor(reg: PropertyRegressor, path, card: dict | None = None) -> dict:
     "Write `<path>.pt` (config + weights) and `<path>.json` (card) atomically."
-    from xtalnb.train import atomic_torch_save, atomic_write_text
+    from xtalnb.utils import atomic_torch_save, atomic_write_text
     import json
     path = Path(path)
     atomic_torch_save({"config": reg.config, "state_dict": reg.state_dict()}, path.with_suffix(".pt"))
@@ -421,7 +422,7 @@ def save_regressor(reg: PropertyRegressor, path, card: dict | None = None) -> di
 def load_regressor(name_or_path) -> tuple:
     "(PropertyRegressor, card) from data/checkpoints/<name>.pt or a path."
     import json
-    from xtalnb.train import checkpoint_dir
+    from xtalnb.checkpoint import checkpoint_dir
     p = Path(name_or_path)
     if not p.suffix: p = (p if p.parent != Path(".") else checkpoint_dir() / p.name).with_suffix(".pt")
     if not p.exists(): raise FileNotFoundError(f"no regressor checkpoint {p}")

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 # %% auto 0
-__all__ = ['MAX_Z', 'lattice_params_to_matrix', 'matrix_to_lattice_params', 'wrap_frac', 'Crystal', 'CrystalBatch']
+__all__ = ['MAX_Z', 'lattice_params_to_matrix', 'matrix_to_lattice_params', 'wrap_frac', 'Crystal', 'right_handed', 'element_z',
+           'element_symbols', 'CrystalBatch']
 
 # %% ../nbs/00_crystal.ipynb 5
 MAX_Z = 100  # atomic numbers 1..100 are the element vocabulary of every model (index = Z - 1)
@@ -144,8 +145,9 @@ class Crystal:
                 f"angles=({al:.1f}, {be:.1f}, {ga:.1f})°{', id=' + str(self.id) if self.id else ''})")
 
 # %% ../nbs/00_crystal.ipynb 14
-def _right_handed(L, X):
-    "Return an equivalent right-handed (lattice, frac) pair: flip vector a and the first coordinate if det < 0."
+def right_handed(L, X):
+    """Return an equivalent right-handed (lattice, frac) pair: flip vector a and the first coordinate if det < 0.
+    Cartesian positions X @ L are unchanged (the flip of a and of x cancel), so it is the same crystal."""
     if np.linalg.det(L) < 0:
         L, X = L.copy(), X.copy()
         L[0] *= -1
@@ -162,7 +164,7 @@ def _structure_to_arrays(s):
         if z is None or not 1 <= int(z) <= MAX_Z:
             raise ValueError(f"unknown element {sp!s} (atomic numbers 1..{MAX_Z} only)")
         zs.append(int(z))
-    L, X = _right_handed(np.array(s.lattice.matrix, dtype=np.float64), np.array(s.frac_coords, dtype=np.float64))
+    L, X = right_handed(np.array(s.lattice.matrix, dtype=np.float64), np.array(s.frac_coords, dtype=np.float64))
     return np.array(zs, dtype=np.int64), X, L
 
 def _from_structure(cls, structure, props=None, id=None):
@@ -186,7 +188,7 @@ def _from_atoms(cls, atoms, props=None, id=None):
         warnings.warn("ASE Atoms is not periodic in all directions; treating the cell as fully periodic")
     L = np.array(atoms.cell.array, dtype=np.float64)
     _check_lattice(np.where(np.isfinite(L), L, np.nan) if np.linalg.det(L) >= 0 else -L)  # singular/NaN check first
-    L, X = _right_handed(L, np.linalg.solve(L.T, atoms.positions.T).T)
+    L, X = right_handed(L, np.linalg.solve(L.T, atoms.positions.T).T)
     return cls(atoms.numbers.astype(np.int64), X, L, props=props, id=id)
 
 def _to_atoms(self):
@@ -229,7 +231,23 @@ Crystal.from_cif = classmethod(_from_cif)
 Crystal.to_cif = _to_cif
 Crystal.niggli = _niggli
 
-# %% ../nbs/00_crystal.ipynb 18
+# %% ../nbs/00_crystal.ipynb 20
+def element_z(el) -> int:
+    "Atomic number of a symbol ('Fe') or number (26), checked to lie in 1..100 (`MAX_Z`)."
+    if isinstance(el, (int, np.integer)): z = int(el)
+    else:
+        from pymatgen.core import Element
+        try: z = Element(str(el)).Z
+        except Exception as e: raise ValueError(f"unknown element {el!r}") from e
+    if not 1 <= z <= MAX_Z: raise ValueError(f"element {el!r}: atomic number must be in 1..{MAX_Z}")
+    return z
+
+def element_symbols(zs) -> str:
+    "'{Li, O, Fe}': the element symbols of atomic numbers `zs`, sorted by atomic number (for messages)."
+    from pymatgen.core import Element
+    return "{" + ", ".join(Element.from_Z(int(z)).symbol for z in sorted(zs)) + "}"
+
+# %% ../nbs/00_crystal.ipynb 25
 def _is_numeric(v):
     return isinstance(v, (int, float, bool, np.integer, np.floating)) or (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import pandas as pd
 
 from .crystal import Crystal
 from .data import CrystalDataset, load_dos_json
+from .utils import atomic_write
 
 # %% auto 0
 __all__ = ['DOS_POINTS', 'DOS_WINDOW', 'HARTREE', 'BOHR', 'KB_HARTREE', 'AUTO_DIAGONAL_MAX_ATOMS', 'INDEX_COLUMNS', 'dos_grid',
@@ -39,7 +38,7 @@ def dos_grid(n_points: int = DOS_POINTS, window=DOS_WINDOW) -> np.ndarray:
         raise ValueError(f"need n_points >= 2 and window[1] > window[0], got n_points={n_points}, window={window}")
     return np.linspace(lo, hi, int(n_points))
 
-# %% ../nbs/09_dos.ipynb 8
+# %% ../nbs/09_dos.ipynb 9
 def load_dosmatgen_json(path, n_points: int = DOS_POINTS, limit: int | None = None) -> CrystalDataset:
     "Read a DOSMatGen JSON file (.json or .json.gz); each atom's DOS (`y`, N × `n_points`) goes to `atom_props['dos']`."
     ds = load_dos_json(path, limit=limit, strict=True)
@@ -60,7 +59,7 @@ def load_dosmatgen_json(path, n_points: int = DOS_POINTS, limit: int | None = No
         out.append(Crystal(c.atomic_numbers, c.frac_coords, c.lattice, props=c.props, atom_props=atom_props, id=c.id))
     return CrystalDataset(out, ds.name, ds.split, ds.sources)
 
-# %% ../nbs/09_dos.ipynb 13
+# %% ../nbs/09_dos.ipynb 15
 def plane_spacings(lattice) -> np.ndarray:
     "Distances $d_i = V / |a_j \times a_k|$ between the lattice planes spanned by the other two vectors (Å)."
     L = np.asarray(lattice, dtype=np.float64)
@@ -188,7 +187,7 @@ def make_supercell(crystal: Crystal, reps) -> tuple:
     atom_map = np.tile(np.arange(crystal.num_atoms), len(shifts))
     return np.tile(crystal.atomic_numbers, len(shifts)), pos, lattice, atom_map
 
-# %% ../nbs/09_dos.ipynb 16
+# %% ../nbs/09_dos.ipynb 24
 @dataclass
 class XTBLevels:
     "One GFN1-xTB Γ-point calculation of a (super)cell: levels (eV), per-atom projection weights, Fermi level."
@@ -291,7 +290,7 @@ def xtb_levels(crystal: Crystal, min_length: float = 10.0, etemp: float = 300.0,
     return XTBLevels(e, W, occ, mu, q, np.bincount(ao_atom, minlength=len(z)),
                      z, atom_map, reps, float(etemp), projection, time.perf_counter() - t0)
 
-# %% ../nbs/09_dos.ipynb 20
+# %% ../nbs/09_dos.ipynb 33
 def smear(energies, weights, grid, sigma: float = 0.2) -> np.ndarray:
     "Gaussian-smeared projected DOS on `grid` (eV): `weights` (n_atoms, n_levels) -> (n_atoms, len(grid)), both spins."
     if not sigma > 0:
@@ -331,20 +330,9 @@ def per_atom_dos(crystal: Crystal, grid=None, sigma: float = 0.2, min_length: fl
     lv.attempts = k
     return levels_dos(lv, grid, sigma), lv
 
-# %% ../nbs/09_dos.ipynb 39
+# %% ../nbs/09_dos.ipynb 55
 INDEX_COLUMNS = ["id", "split", "status", "n_atoms", "shard", "reps", "n_super", "etemp", "attempts", "e_fermi", "gap", "seconds", "cpu_seconds",
                  "error"]
-
-def _atomic_write(path: Path, write):
-    "Call write(tmp_path) on a temporary file next to `path`, then rename it over `path`."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 def read_dos_index(out_dir) -> pd.DataFrame:
     "The store's `index.csv` (empty frame with the right columns if there is none yet)."
@@ -418,11 +406,11 @@ def label_dos(crystals, out_dir, split: str = "", chunk_size: int = 20, n_jobs: 
                               dos=np.concatenate([g for _, _, g in good]).astype(np.float16),
                               grid=grid.astype(np.float32),
                               meta=np.array(json.dumps(dict(method="GFN1-xTB", **kw, window=list(DOS_WINDOW)))))
-                _atomic_write(out / shard, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+                atomic_write(out / shard, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
             rows = [dict(r, split=split, shard=shard if r["status"] == "ok" else "") for r, _ in results]
             new = pd.DataFrame(rows)
             full = pd.concat([full[~full.id.isin(new.id)], new], ignore_index=True)[INDEX_COLUMNS]
-            _atomic_write(out / "index.csv", lambda tmp: full.to_csv(tmp, index=False))
+            atomic_write(out / "index.csv", lambda tmp: full.to_csv(tmp, index=False))
             n_done += len(chunk)
             if progress:
                 el = time.perf_counter() - t_start
@@ -459,7 +447,7 @@ def load_dos_store(out_dir, split: str | None = None) -> CrystalDataset:
                                     atom_props=dict(dos=a["dos"][sl].astype(np.float32))))
     return CrystalDataset(crystals, "dos_xtb", split or "all", [out])
 
-# %% ../nbs/09_dos.ipynb 43
+# %% ../nbs/09_dos.ipynb 63
 def build_mp20_dos(out_dir="data/dos", splits=("train", "test"), max_atoms: int = 8, n_jobs: int = 1,
                    limit: int | None = None, chunk_size: int = 20, **kw) -> pd.DataFrame:
     "Label the MP-20 subset structures with ≤ `max_atoms` atoms (train, then test) into `out_dir`; resumable."

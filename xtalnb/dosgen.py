@@ -35,7 +35,7 @@ IRO2_RUTILE = dict(a=4.5051, c=3.1586, x=0.3077)   # Å, Å, O parameter: neutro
 
 def l12_crystal(minority="Ni", majority="Au", a: float = AU3NI_L12_A, id: str | None = None) -> Crystal:
     "L1₂ (Cu₃Au-type) A₃B: the minority atom B at the cube corner (site 0), A on the three face centres; cubic cell of edge `a` Å."
-    from xtalnb.guidance import element_z
+    from xtalnb.crystal import element_z
     if not a > 0: raise ValueError(f"lattice constant a must be positive (Å), got {a}")
     z = np.array([element_z(minority)] + [element_z(majority)] * 3)
     frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
@@ -44,7 +44,7 @@ def l12_crystal(minority="Ni", majority="Au", a: float = AU3NI_L12_A, id: str | 
 def rutile_crystal(metal="Ir", a: float = IRO2_RUTILE["a"], c: float = IRO2_RUTILE["c"], x: float = IRO2_RUTILE["x"],
                    id: str | None = None) -> Crystal:
     "Rutile MO₂ (P4₂/mnm): M at 2a (0,0,0), (½,½,½) = sites 0, 1; O at 4f (x,x,0), (−x,−x,0), (½+x,½−x,½), (½−x,½+x,½)."
-    from xtalnb.guidance import element_z
+    from xtalnb.crystal import element_z
     if not (a > 0 and c > 0 and 0 < x < 0.5): raise ValueError(f"need a, c > 0 (Å) and 0 < x < 0.5, got a={a}, c={c}, x={x}")
     z = np.array([element_z(metal)] * 2 + [8] * 4)
     frac = np.array([[0, 0, 0], [.5, .5, .5], [x, x, 0], [1 - x, 1 - x, 0], [.5 + x, .5 - x, .5], [.5 - x, .5 + x, .5]])
@@ -58,7 +58,7 @@ def d019_crystal(minority="Zn", majority="Sn", a: float = ZNSN3_D019["a"], c: fl
                  id: str | None = None) -> Crystal:
     """D0₁₉ (Ni₃Sn-type, P6₃/mmc) A₃B, two formula units (8 atoms): B at 2c (⅓,⅔,¼), (⅔,⅓,¾) = sites 0, 1; A at 6h
     (x,2x,¼), (−2x,−x,¼), (x,−x,¼), (−x,−2x,¾), (2x,x,¾), (−x,x,¾) = sites 2-7; hexagonal cell a, c (Å)."""
-    from xtalnb.guidance import element_z
+    from xtalnb.crystal import element_z
     if not (a > 0 and c > 0 and 0 < x < 1): raise ValueError(f"need a, c > 0 (Å) and 0 < x < 1, got a={a}, c={c}, x={x}")
     z = np.array([element_z(minority)] * 2 + [element_z(majority)] * 6)
     frac = np.array([[1 / 3, 2 / 3, .25], [2 / 3, 1 / 3, .75], [x, 2 * x, .25], [-2 * x, -x, .25], [x, -x, .25],
@@ -66,9 +66,9 @@ def d019_crystal(minority="Zn", majority="Sn", a: float = ZNSN3_D019["a"], c: fl
     lat = np.array([[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, c]], dtype=float)
     return Crystal(z, frac % 1.0, lat, id=id or f"{majority}3{minority}-D019")
 
-# %% ../nbs/15_dos_generation.ipynb 7
+# %% ../nbs/15_dos_generation.ipynb 10
 def default_targets_dir() -> Path:
-    from xtalnb.train import source_root
+    from xtalnb.utils import source_root
     return source_root() / "data" / "dos" / "targets"
 
 def label_target(crystal: Crystal, site: int, name: str, out_dir=None, min_length: float = 7.0, source: str = "", **kw) -> dict:
@@ -79,10 +79,10 @@ def label_target(crystal: Crystal, site: int, name: str, out_dir=None, min_lengt
     meta = dict(name=name, id=crystal.id, site=int(site), element=int(crystal.atomic_numbers[site]), min_length=min_length,
                 reps=list(lv.reps), n_super=len(lv.numbers), etemp=lv.etemp, attempts=lv.attempts, e_fermi=lv.fermi, gap=lv.gap,
                 max_abs_charge=float(np.abs(lv.charges).max()), seconds=lv.seconds, method="GFN1-xTB", source=source, **kw)
-    from xtalnb.dos import _atomic_write
+    from xtalnb.utils import atomic_write
     arrays = dict(dos=g.astype(np.float32), grid=dos_grid().astype(np.float32), atomic_numbers=crystal.atomic_numbers,
                   frac_coords=crystal.frac_coords, lattice=crystal.lattice, meta=np.array(json.dumps(meta, default=float)))
-    _atomic_write(out / f"{name}.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+    atomic_write(out / f"{name}.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
     return meta
 
 def load_target(name, targets_dir=None) -> tuple:
@@ -97,7 +97,7 @@ def load_target(name, targets_dir=None) -> tuple:
     c = Crystal(a["atomic_numbers"], a["frac_coords"], a["lattice"], id=meta["id"])
     return a["dos"][meta["site"]], a["dos"], c, meta
 
-# %% ../nbs/15_dos_generation.ipynb 11
+# %% ../nbs/15_dos_generation.ipynb 17
 class DOSSurrogate(nn.Module):
     "Structure → per-atom DOS (N, `n_points`) in states/eV: the denoiser's periodic message-passing trunk with a per-atom head."
     def __init__(self, hidden: int = 256, layers: int = 4, num_freqs: int = 16, time_dim: int = 128, max_atom_types: int = NUM_TYPES,
@@ -163,7 +163,7 @@ def dos_mae(model: DOSSurrogate, crystals, batch_size: int = 64, device="cpu") -
     return {"mae": float(err.mean()), "mae_per_atom": err, "mean_abs_dos": float(np.abs(y).mean()), "n_crystals": len(crystals),
             "n_atoms": len(err)}
 
-# %% ../nbs/15_dos_generation.ipynb 13
+# %% ../nbs/15_dos_generation.ipynb 21
 def _check_labelled(crystals, n_points):
     bad = [c.id for c in crystals if "dos" not in c.atom_props or c.atom_props["dos"].shape != (c.num_atoms, n_points)]
     if bad: raise ValueError(f"{len(bad)} crystals have no per-atom DOS of {n_points} points in atom_props['dos'] (first: {bad[0]})")
@@ -175,7 +175,8 @@ def train_dos_surrogate(model: DOSSurrogate, train_set, run_dir, val_set=None, s
     (stops at `steps` or after `time_budget_s` wall seconds of this call). With a `diffusion`, structures are noised to
     t ~ U{1..T} and the model gets t (a time-dependent surrogate for classifier guidance, DOSMatGen §2.3); without, t = 0."""
     from tqdm.auto import tqdm
-    from xtalnb.train import EMA, CSVLog, TrainConfig, atomic_torch_save, batch_indices, lr_at
+    from xtalnb.train import EMA, CSVLog, TrainConfig, batch_indices, lr_at
+    from xtalnb.utils import atomic_torch_save
     train_set = list(train_set)
     _check_labelled(train_set, model.config["n_points"])
     if val_set is not None: _check_labelled(list(val_set), model.config["n_points"])
@@ -224,9 +225,9 @@ def train_dos_surrogate(model: DOSSurrogate, train_set, run_dir, val_set=None, s
     return {"step": step, "elapsed_s": elapsed, "done": step >= steps, "ema": ema, "run_dir": str(run_dir)}
 
 def export_surrogate(path, run_dir, card: dict | None = None) -> dict:
-    "Write the EMA weights of a `train_dos_surrogate` run as a model (`.pt` + model card `.json`, `xtalnb.train.save_model`)."
+    "Write the EMA weights of a `train_dos_surrogate` run as a model (`.pt` + model card `.json`, `xtalnb.checkpoint.save_model`)."
     from xtalnb.dosgen import DOSSurrogate as cls     # the library class, so the checkpoint names xtalnb.dosgen.DOSSurrogate
-    from xtalnb.train import save_model
+    from xtalnb.checkpoint import save_model
     st = torch.load(Path(run_dir) / "state.pt", map_location="cpu", weights_only=False)
     model = cls.from_config(st["config"])
     card = {"task": "dos_surrogate", "steps": st["step"], "wall_hours": st["elapsed_s"] / 3600, "time_dependent": st["time_dependent"],
@@ -234,7 +235,7 @@ def export_surrogate(path, run_dir, card: dict | None = None) -> dict:
             **(card or {})}
     return save_model(path, model, None, card=card, state_dict=st["ema"]["shadow"])
 
-# %% ../nbs/15_dos_generation.ipynb 16
+# %% ../nbs/15_dos_generation.ipynb 26
 DOSGEN_MODES = ("full", "projection")
 
 def dos_conditional_model(base: Denoiser, mode: str = "full", atom_cond_dim: int = DOS_POINTS) -> tuple:
@@ -275,7 +276,7 @@ def atom_condition(dos, num_atoms: list, conditioned) -> torch.Tensor:
         off += n
     return torch.from_numpy(out)
 
-# %% ../nbs/15_dos_generation.ipynb 19
+# %% ../nbs/15_dos_generation.ipynb 31
 def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "full", steps: int = 2000, batch_size: int = 32,
                           lr: float = 2e-4, p_uncond: float = 0.2, p_atom_uncond: float = 0.2, run_dir=None,
                           time_budget_s: float | None = None, until_step: int | None = None, seed: int = 0, device="cpu",
@@ -290,7 +291,8 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "
     earlier DOS-only loop resumes with the `scale` stored in its state.pt); on export the scale is folded into P (W/s), so the
     exported model takes DOS in states/eV. Exports `<out_dir>/<name>.pt` + model card when the run is complete (`export="done"`),
     after any call (`True`: e.g. to ship a run stopped early) or never (`False`); `data_desc` says in the card where the data came from."""
-    from xtalnb.train import TrainConfig, checkpoint_dir, default_run_dir, load_model, save_model, train
+    from xtalnb.train import TrainConfig, default_run_dir, train
+    from xtalnb.checkpoint import checkpoint_dir, load_model, save_model
     if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
     if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     crystals = list(crystals)
@@ -331,18 +333,20 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "
         out["card"] = save_model(Path(out_dir or checkpoint_dir()) / name, model, diffusion, card=card, state_dict=sd)
     return out
 
-# %% ../nbs/15_dos_generation.ipynb 21
+# %% ../nbs/15_dos_generation.ipynb 34
 def dos_generate(model, target_dos, num_atoms, conditioned=(0,), gamma: float = 2.0, fix_sites: dict | None = None,
                  template: Crystal | None = None, t0: int | None = None, steps: int | None = 100, seed: int = 0, batch_size: int = 64,
                  device="cpu", progress: bool = False) -> list:
     """Generate crystals whose `conditioned` atoms (local indices) are conditioned on `target_dos` (400 points, states/eV) with
     classifier-free guidance γ (DOSMatGen ω = 1 ⇔ γ = 2; γ = 1 plain conditional). The three constrained tasks of DOSMatGen §3.2:
-    masked generation (`num_atoms` list, default), fixed atom types (`fix_sites={0: 'Co'}`, xtalnb.guidance.FixSites) and
+    masked generation (`num_atoms` list, default), fixed atom types (`fix_sites={0: 'Co'}`, xtalnb.hard_constraints.FixSites) and
     template-guided generation (`template` noised to `t0`, `num_atoms` = number of copies). Returns `Crystal`s (`.failed` lists cells
     that were degenerate)."""
-    from xtalnb.guidance import ClassifierFreeGuidance, FixSites, combine_hooks
+    from xtalnb.guidance import ClassifierFreeGuidance
+    from xtalnb.hard_constraints import FixSites
+    from xtalnb.sampling import combine_hooks
     from xtalnb.sampling import SamplerHooks, sample
-    from xtalnb.train import load_model
+    from xtalnb.checkpoint import load_model
     net, diffusion, card = load_model(model, device=device) if isinstance(model, (str, Path)) else model
     D = int(net.config.get("atom_cond_dim", 0) or 0)
     if D == 0: raise ValueError(f"model {card.get('name')!r} has no per-atom condition (atom_cond_dim = 0)")
@@ -360,7 +364,7 @@ def dos_generate(model, target_dos, num_atoms, conditioned=(0,), gamma: float = 
     return sample(net, diffusion, num_atoms=num_atoms, template=templ, t0=t0, atom_cond=ac, hooks=combine_hooks(*hooks), steps=steps,
                   seed=seed, batch_size=batch_size, device=device, progress=progress)
 
-# %% ../nbs/15_dos_generation.ipynb 22
+# %% ../nbs/15_dos_generation.ipynb 36
 def dos_mae_vs(a, b) -> float:
     "Mean absolute difference of two DOS vectors on the same grid (states/eV)."
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -467,7 +471,7 @@ def template_similarity(crystal: Crystal, template: Crystal, ltol: float = 0.3, 
 def load_eval(tag: str, eval_dir=None) -> tuple:
     """(table, candidates as `Crystal`s, xTB DOS of site 0 (n, 400; NaN rows where xTB failed), surrogate DOS of site 0) of a stored
     evaluation `results/dos/eval_<tag>.csv/.npz` (written by the scripts in experiments/dos/)."""
-    from xtalnb.train import source_root
+    from xtalnb.utils import source_root
     d = Path(eval_dir or source_root() / "results" / "dos")
     p = d / f"eval_{tag}.csv"
     if not p.exists(): raise ValueError(f"no evaluation {tag!r} in {d}; have {sorted(q.stem[5:] for q in d.glob('eval_*.csv'))}")
@@ -480,10 +484,10 @@ def load_eval(tag: str, eval_dir=None) -> tuple:
     if xd.ndim == 0: xd = np.full((len(cs), DOS_POINTS), np.nan, dtype=np.float32)     # stored as None when no xTB result exists
     return ev, cs, xd, a["surrogate_dos_site0"]
 
-# %% ../nbs/15_dos_generation.ipynb 24
+# %% ../nbs/15_dos_generation.ipynb 42
 class DOSMatch(nn.Module):
     """Per-crystal distance f(x_t, t) = ‖ŷ(x_t, t) − y‖ / √D over the conditioned atoms, from a time-dependent `DOSSurrogate`:
-    `xtalnb.guidance.ClassifierGuidance(DOSMatch(surrogate, atom_target), target=0, sigma_y=σ)` adds
+    `xtalnb.classifier.ClassifierGuidance(DOSMatch(surrogate, atom_target), target=0, sigma_y=σ)` adds
     ∇ log N(0; f, σ²) = −∇ ‖ŷ − y‖² / (2σ² D), the classifier-based guidance of DOSMatGen §2.3, to the scores.
     `atom_target` (Ntot, D) covers the whole request with NaN rows for unconditioned atoms (use one sampler chunk:
     batch_size ≥ number of crystals)."""
@@ -503,7 +507,7 @@ class DOSMatch(nn.Module):
         per = torch.zeros(num_atoms.shape[0], dtype=pred.dtype, device=pred.device).index_add_(0, batch, sq)
         return (per / pred.shape[-1] + 1e-12).sqrt()
 
-# %% ../nbs/15_dos_generation.ipynb 28
+# %% ../nbs/15_dos_generation.ipynb 48
 def draw_crystal(ax, crystal: Crystal, reps=(2, 2, 2), highlight=(0,), view=(1.0, -2.5, 0.7), size: float = 160.0,
                  legend: bool = True) -> np.ndarray:
     """Draw `crystal` repeated `reps` times on the matplotlib axis `ax`, seen from the Cartesian direction `view` (orthographic).

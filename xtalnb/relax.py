@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from .crystal import Crystal, lattice_params_to_matrix
-from .train import atomic_write_text, source_root
+from .utils import atomic_write_text, source_root
 
 # %% auto 0
 __all__ = ['CHGNET_VERSION', 'STATUSES', 'GPA', 'PROTOCOL', 'RMSD_MATCHER', 'AFLOW_BULK_COMMAND', 'chgnet_model',
-           'chgnet_calculator', 'CellLimits', 'to_atoms', 'check_cell', 'RelaxResult', 'torch_threads', 'relax',
-           'benchmark_single_point', 'single_point', 'hull_dir', 'rmsd', 'magnetic_density', 'EOSResult', 'eos_fit',
-           'bulk_modulus', 'build_aflow_bulk']
+           'chgnet_calculator', 'CellLimits', 'to_atoms', 'structure_id', 'check_cell', 'RelaxResult', 'torch_threads',
+           'is_structure', 'relax', 'benchmark_single_point', 'single_point', 'hull_dir', 'rmsd', 'magnetic_density',
+           'EOSResult', 'eos_fit', 'bulk_modulus', 'build_aflow_bulk']
 
 # %% ../nbs/08_relax.ipynb 5
 CHGNET_VERSION = "0.3.0"
@@ -80,8 +80,8 @@ def to_atoms(x):
         return Atoms(numbers=[site.specie.Z for site in x], positions=x.cart_coords, cell=x.lattice.matrix, pbc=True)
     raise ValueError(f"expected a Crystal, pymatgen Structure or ASE Atoms, got {type(x).__name__}")
 
-def _id_of(x, i) -> str:
-    "Crystal.id, Atoms.info['id'] or Structure.properties['id'], else the position in the batch."
+def structure_id(x, i) -> str:
+    "The id of a structure: `Crystal.id`, `Atoms.info['id']` or `Structure.properties['id']`, else `i` (its position in a batch)."
     v = getattr(x, "id", None)
     if v is None and isinstance(getattr(x, "info", None), dict):
         v = x.info.get("id")
@@ -113,7 +113,7 @@ def check_cell(atoms, limits: CellLimits = CellLimits(), distances: bool = True)
             return "overlap", f"atoms {d:.3f} Å apart (< {limits.min_distance:g} Å)"
     return None
 
-# %% ../nbs/08_relax.ipynb 11
+# %% ../nbs/08_relax.ipynb 12
 STATUSES = ("converged", "unconverged", "timeout", "exploded", "collapsed", "overlap", "error")
 GPA = 1 / 160.21766208  # eV/Å³ per GPa
 
@@ -174,7 +174,7 @@ def _relax_atoms(atoms, id=None, fmax: float = 0.1, max_steps: int = 500, relax_
         from ase.filters import FrechetCellFilter
         from ase.optimize import FIRE
 
-        from xtalnb.metrics import call_with_timeout
+        from xtalnb.matching import call_with_timeout
         atoms.calc = chgnet_calculator(device)
         traj = dict(energy_per_atom=[], cell=[], frac_coords=[]) if trajectory else None
         n = len(atoms)
@@ -227,7 +227,7 @@ def _relax_atoms(atoms, id=None, fmax: float = 0.1, max_steps: int = 500, relax_
         res.time_s = time.perf_counter() - t0
     return res
 
-# %% ../nbs/08_relax.ipynb 13
+# %% ../nbs/08_relax.ipynb 14
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     "Temporarily set torch's intra-op thread count (None: leave it)."
@@ -240,7 +240,8 @@ def torch_threads(n: int | None):
     finally:
         torch.set_num_threads(old)
 
-def _is_structure(x) -> bool:
+def is_structure(x) -> bool:
+    "True for one structure (`Crystal`, ASE `Atoms` or pymatgen `Structure`), False for a list of them."
     from ase import Atoms
     from pymatgen.core import Structure
     return isinstance(x, (Crystal, Atoms, Structure))
@@ -272,10 +273,10 @@ def relax(structures, fmax: float = 0.1, max_steps: int = 500, relax_cell: bool 
           limits: CellLimits | None = None, n_threads: int | None = 1):
     "CHGNet + FIRE relaxation of each structure; a list of `RelaxResult` in input order (one result for a single input)."
     _check_relax_args(fmax, max_steps, timeout_s, n_jobs)
-    single = _is_structure(structures)
+    single = is_structure(structures)
     items = [structures] if single else list(structures)
     atoms = [to_atoms(x) for x in items]
-    ids = [_id_of(x, i) for i, x in enumerate(items)]
+    ids = [structure_id(x, i) for i, x in enumerate(items)]
     kw = dict(fmax=float(fmax), max_steps=int(max_steps), relax_cell=relax_cell, trajectory=trajectory,
               timeout_s=timeout_s, device=str(device), limits=limits or CellLimits())
     from tqdm.auto import tqdm
@@ -306,7 +307,7 @@ def relax(structures, fmax: float = 0.1, max_steps: int = 500, relax_cell: bool 
     bar.close()
     return out[0] if single else out
 
-# %% ../nbs/08_relax.ipynb 18
+# %% ../nbs/08_relax.ipynb 20
 def _bench_child(mode: str, payloads: list, batch_size: int, device: str) -> dict:
     import resource
 
@@ -344,7 +345,7 @@ def benchmark_single_point(structures, modes=("loop", "batched"), batch_size: in
 
 def single_point(structures, device="cpu") -> list:
     "CHGNet energy/atom (eV), forces (eV/Å), stress (GPa, ASE sign), magmoms (μB) for each structure, without relaxing (a loop; see the benchmark)."
-    single = _is_structure(structures)
+    single = is_structure(structures)
     out = []
     model = chgnet_model(device)
     for x in ([structures] if single else structures):
@@ -360,7 +361,7 @@ def single_point(structures, device="cpu") -> list:
 def _voigt(s3):
     return np.array([s3[0, 0], s3[1, 1], s3[2, 2], s3[1, 2], s3[0, 2], s3[0, 1]])
 
-# %% ../nbs/08_relax.ipynb 22
+# %% ../nbs/08_relax.ipynb 24
 PROTOCOL = dict(model=f"CHGNet {CHGNET_VERSION}", optimizer="FIRE", cell_filter="FrechetCellFilter",
                 fmax=0.1, max_steps=500, relax_cell=True)
 
@@ -369,7 +370,7 @@ def hull_dir() -> Path:
     env = os.environ.get("XTALNB_HULL")
     return Path(env).expanduser() if env else source_root() / "data" / "hull"
 
-# %% ../nbs/08_relax.ipynb 24
+# %% ../nbs/08_relax.ipynb 26
 RMSD_MATCHER = dict(ltol=0.5, stol=0.5, angle_tol=10, primitive_cell=True, scale=False, attempt_supercell=True, allow_subset=False)
 
 def _avg_lattice(L1, L2):
@@ -409,7 +410,7 @@ def rmsd(generated, relaxed, method: str = "matcher") -> float:
     v = abs(np.linalg.det(_avg_lattice(np.array(a.cell.array), np.array(b.cell.array))))
     return float(m[0] * (v / len(s1)) ** (1 / 3))   # matcher normalizes by (V/N)^(1/3) of the average lattice
 
-# %% ../nbs/08_relax.ipynb 27
+# %% ../nbs/08_relax.ipynb 29
 def magnetic_density(x, magmoms=None, device="cpu") -> float:
     "Σ|m_i| / V (μB/Å³): site moments from `magmoms`, a RelaxResult, `Crystal.atom_props['magmom']`, or a CHGNet single point."
     if isinstance(x, RelaxResult):
@@ -426,7 +427,7 @@ def magnetic_density(x, magmoms=None, device="cpu") -> float:
         raise ValueError("magmoms contain NaN or inf")
     return float(np.linalg.norm(m, axis=1).sum() / abs(a.get_volume()))
 
-# %% ../nbs/08_relax.ipynb 30
+# %% ../nbs/08_relax.ipynb 32
 @dataclass
 class EOSResult:
     "Birch–Murnaghan fit of CHGNet E(V)."

@@ -12,11 +12,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .crystal import Crystal, CrystalBatch, _right_handed
+from .checkpoint import load_model
+from .crystal import MAX_Z, Crystal, CrystalBatch, element_symbols, right_handed
+from .guidance import ClassifierFreeGuidance, check_conditions
 
 # %% auto 0
 __all__ = ['SamplerHooks', 'SampleContext', 'default_predict', 'clamp_known', 'step_schedule', 'Samples', 'sample',
-           'parse_composition', 'generate']
+           'combine_hooks', 'check_hook_compatibility', 'parse_composition', 'generate']
 
 # %% ../nbs/04_sampling.ipynb 4
 @dataclass
@@ -46,7 +48,7 @@ def default_predict(model, state, t, ctx):
     return model(state["types"], state["frac"], state["lattice"], ctx.num_atoms, ctx.batch, ctx.diffusion.model_time(t),
                  cond=ctx.cond, atom_cond=ctx.atom_cond)
 
-# %% ../nbs/04_sampling.ipynb 6
+# %% ../nbs/04_sampling.ipynb 9
 def clamp_known(known: CrystalBatch, types_mask=None, frac_mask=None, lattice_mask=None, clean_types: bool = False):
     "A `project` hook that keeps masked atoms' types / coordinates and masked crystals' lattices at their known values."
     def hook(state, t_prev, ctx):
@@ -69,7 +71,7 @@ def clamp_known(known: CrystalBatch, types_mask=None, frac_mask=None, lattice_ma
         return out
     return hook
 
-# %% ../nbs/04_sampling.ipynb 7
+# %% ../nbs/04_sampling.ipynb 11
 def step_schedule(t0: int, steps: int | None = None) -> list:
     "Visited steps t0 = τ_0 > τ_1 > … > τ_S = 0 (evenly spaced, rounded); `steps=None` visits every step."
     t0 = int(t0)
@@ -106,7 +108,7 @@ def _run_chain(model, diffusion, state, t0, ctx, hooks, step_lr, corrector_steps
             hooks.record(state, si, ctx)
     return state
 
-# %% ../nbs/04_sampling.ipynb 8
+# %% ../nbs/04_sampling.ipynb 13
 class Samples(list):
     "A list of generated `Crystal`s; `.failed` holds (request index, reason) for outputs that are not a valid cell."
     failed: list
@@ -118,7 +120,7 @@ def _decode_to_crystals(diffusion, state, na, bidx, first_index: int):
     zs, xs = b.atomic_numbers.cpu().split(n), b.frac_coords.cpu().double().split(n)
     good, failed = [], []
     for i in range(len(n)):
-        L, X = _right_handed(b.lattice[i].cpu().double().numpy(), xs[i].numpy())
+        L, X = right_handed(b.lattice[i].cpu().double().numpy(), xs[i].numpy())
         try:
             good.append(Crystal(zs[i].numpy(), X, L, props={"sample_index": first_index + i}))
         except ValueError as e:
@@ -196,7 +198,55 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
         out.failed.extend(failed)
     return out
 
-# %% ../nbs/04_sampling.ipynb 15
+# %% ../nbs/04_sampling.ipynb 22
+def combine_hooks(*hooks) -> SamplerHooks:
+    """Merge several `SamplerHooks`: modifiers and projections keep their order; `predict`, `record` and `trace` are taken from
+    the one hook that sets each (two that set the same one -> ValueError). Contradictory hard constraints raise here, before
+    sampling (`check_hook_compatibility`)."""
+    single = {}
+    for name in ("predict", "record", "trace"):
+        fs = [getattr(h, name) for h in hooks if getattr(h, name) is not None]
+        if len(fs) > 1: raise ValueError(f"at most one of the combined hooks may set `{name}`")
+        single[name] = fs[0] if fs else None
+    out = SamplerHooks(modifiers=[m for h in hooks for m in h.modifiers], project=[p for h in hooks for p in h.project], **single)
+    check_hook_compatibility(out)
+    return out
+
+def check_hook_compatibility(hooks: SamplerHooks) -> None:
+    """Raise ValueError before sampling when hard constraints contradict each other: the allowed-element sets of
+    `chemical_system` / `ElementMask` / `ConstraintGuidance(Elements)` do not intersect, a site is fixed to two elements, a fixed
+    site's element is not allowed, or `partial_composition` reserves every allowed element for its fixed sites. Hook objects take
+    part through an `element_rules()` method -> {source, allowed (set of Z or None), sites {i: Z}, banned (set of Z)}."""
+    rules, seen = [], set()
+    for f in list(hooks.modifiers) + list(hooks.project):
+        obj = getattr(f, "__self__", f)
+        if id(obj) in seen or not hasattr(obj, "element_rules"): continue
+        seen.add(id(obj)); rules.append(obj.element_rules())
+    allowed, src = set(range(1, MAX_Z + 1)), []
+    for r in rules:
+        if r.get("allowed") is None: continue
+        new = allowed & set(r["allowed"])
+        if not new:
+            raise ValueError(f"contradictory constraints: {r['source']} allows {element_symbols(r['allowed'])}, but {' and '.join(src)} "
+                             f"allow(s) only {element_symbols(allowed)}: no element is allowed by all of them")
+        allowed = new; src.append(r["source"])
+    sites = {}
+    for r in rules:
+        for i, z in r.get("sites", {}).items():
+            if i in sites and sites[i][0] != z:
+                raise ValueError(f"contradictory constraints: site {i} is fixed to {element_symbols([z])} by {r['source']} and to "
+                                 f"{element_symbols([sites[i][0]])} by {sites[i][1]}")
+            sites.setdefault(i, (z, r["source"]))
+            if z not in allowed:
+                raise ValueError(f"contradictory constraints: {r['source']} puts {element_symbols([z])} on site {i}, but {' and '.join(src)} "
+                                 f"allow(s) only {element_symbols(allowed)}")
+    banned = set().union(*[set(r.get("banned", ())) for r in rules]) if rules else set()
+    if banned and not allowed - banned:
+        who = " and ".join(r["source"] for r in rules if r.get("banned"))
+        raise ValueError(f"contradictory constraints: {who} keeps {element_symbols(banned)} off the free sites and {' and '.join(src)} "
+                         f"allow(s) only {element_symbols(allowed)}: the free sites would have no allowed element")
+
+# %% ../nbs/04_sampling.ipynb 27
 def parse_composition(composition, formula_units: int = 1) -> np.ndarray:
     "Atomic numbers of one cell of `composition` (formula string or pymatgen Composition) times `formula_units`."
     from pymatgen.core import Composition
@@ -219,7 +269,6 @@ def parse_composition(composition, formula_units: int = 1) -> np.ndarray:
 
 def _guidance_hooks(guidance) -> tuple:
     "(SamplerHooks, uses_cfg) from `guidance`: a number γ, a ClassifierFreeGuidance, SamplerHooks, an object with .hooks(), or a list."
-    from xtalnb.guidance import ClassifierFreeGuidance, combine_hooks
     items = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
     hs, cfg = [], False
     for gd in items:
@@ -249,13 +298,13 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
              guidance=None, seed: int = 0, device="cpu", batch_size: int = 64, formula_units: int = 1,
              progress: bool = True, return_crystals: bool = False, cond: dict | None = None, atom_cond=None) -> list:
     """Generate crystals with a shipped or saved model; returns pymatgen Structures (or `Crystal`s).
-    `n`: number of structures; `composition`: CSP target formula (csp models); `num_atoms`: int or list (de novo).
+    `n`: number of structures (default: one per entry of a `num_atoms` list, else 1); `composition`: CSP target formula
+    (csp models); `num_atoms`: int or list (de novo). `model`: a shipped name, a `.pt` path or a loaded (model, diffusion, card).
     `cond`: {property: value or one value per structure} for a conditional model (checked by `xtalnb.guidance.check_conditions`:
     unknown property or one the model was not trained on -> ValueError, outside the training range -> warning);
     `atom_cond`: per-atom condition, (D,) for every atom or (total atoms, D);
     `guidance`: γ or `ClassifierFreeGuidance(γ)` (γ = 0 unconditional, 1 conditional, > 1 amplified), other hook objects
     (constraints, fixed sites, ...) or a list of them. With `cond` and no guidance the plain conditional model (γ = 1) is used."""
-    from xtalnb.train import load_model
     if n is not None and int(n) <= 0:
         raise ValueError(f"n must be a positive number of structures, got {n}")
     net, diffusion, card = load_model(model, device=device) if isinstance(model, (str, Path)) else model
@@ -271,9 +320,12 @@ def generate(n: int | None = None, composition=None, num_atoms=None, model="deno
     dist = np.asarray(card.get("num_atoms_distribution", []), dtype=float)
     max_atoms = len(dist) if len(dist) else None            # dist[N-1] = p(N atoms)
     task = card.get("task", "denovo")
+    if num_atoms is not None and not np.isscalar(num_atoms):
+        if n is not None and int(n) != len(num_atoms):
+            raise ValueError(f"n = {n} structures requested but num_atoms lists {len(num_atoms)}")
+        n = len(num_atoms)
     n = 1 if n is None else int(n)
     if cond is not None:
-        from xtalnb.guidance import check_conditions
         cond = {k: v.to(device) for k, v in check_conditions(cond, net, card, n=n).items()}
     extra = {} if cond is None and atom_cond is None and hooks is None else {"cond": cond, "hooks": hooks}
     if task == "csp":

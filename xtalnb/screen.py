@@ -38,14 +38,14 @@ def structure_id(x) -> str:
 
 def _name_of(x) -> str:
     "A user-facing name: Crystal.id, Atoms.info['id'] or Structure.properties['id'] ('' if none)."
-    from xtalnb.relax import _id_of
-    return _id_of(x, "")
+    from xtalnb.relax import structure_id
+    return structure_id(x, "")
 
 def _as_crystal(x) -> Crystal:
     from xtalnb.relax import to_atoms
     return x if isinstance(x, Crystal) else Crystal.from_atoms(to_atoms(x))
 
-# %% ../nbs/10_screen.ipynb 8
+# %% ../nbs/10_screen.ipynb 9
 class Stage:
     "One funnel filter: `compute` metrics for a structure (skipped if the record already has them), then `accept` the record or not."
     name: str = "stage"
@@ -84,7 +84,7 @@ def _check_range(what: str, value, lo: float, hi: float, unit: str, hint: str = 
         raise ValueError(f"{what} = {v:g} {unit} is out of range [{lo:g}, {hi:g}] {unit}{hint}")
     return v
 
-# %% ../nbs/10_screen.ipynb 9
+# %% ../nbs/10_screen.ipynb 11
 class SPPValid(Stage):
     "PIGEN filter A: SPP score <= threshold (default: the table's 95th percentile of the training structures, `xtalnb.metrics`)."
     name, keys = "spp", ("spp",)
@@ -174,7 +174,7 @@ class MLEDMin(Stage):
     def accept(self, record):
         return _finite(record.get("m_led")) and record["m_led"] > self.threshold
 
-# %% ../nbs/10_screen.ipynb 12
+# %% ../nbs/10_screen.ipynb 18
 class Relax(Stage):
     "CHGNet relaxation (`xtalnb.relax.relax`, default `PROTOCOL`); later stages see the relaxed structure. Accepts converged or max-steps results."
     name, keys = "relax", ("relax_status", "e_relaxed", "relax_steps", "rmsd")
@@ -273,7 +273,7 @@ class Score(Stage):
     def accept(self, record):
         return _finite(record.get("score"))
 
-# %% ../nbs/10_screen.ipynb 14
+# %% ../nbs/10_screen.ipynb 24
 FILTERS = {"spp": SPPValid, "novel_composition": NovelComposition, "compactness": CompactnessWindow, "m_led": MLEDMin,
            "relax": Relax, "formation_energy": FormationEnergyMax, "e_hull": EHullMax, "score": Score}
 
@@ -297,7 +297,7 @@ def dosmatgen_stages(score: Callable, e_form_max: float = -1.5, top: int | None 
     "DOSMatGen's funnel: relax -> E_form <= `e_form_max` (their IrO2 case: -1.5 eV/atom, 108 left of 10,000) -> rank by `score`, keep `top` (8)."
     return [Relax(**(relax_kw or {})), FormationEnergyMax(e_form_max), Score(score, top=top, higher_is_better=higher_is_better)]
 
-# %% ../nbs/10_screen.ipynb 17
+# %% ../nbs/10_screen.ipynb 30
 def screen_one(crystal: Crystal, stages, record: dict | None = None, device: str = "cpu", n_threads: int | None = 1) -> tuple:
     "Run `stages` in order on one structure until one rejects it: (record with every computed metric, final structure)."
     from xtalnb.relax import torch_threads
@@ -331,7 +331,7 @@ def _screen_payload(payload, stages, device, n_threads):
     rec, cur = screen_one(Crystal(numbers, frac, lattice), stages, device=device, n_threads=n_threads)
     return sid, rec, (cur.atomic_numbers.tolist(), np.asarray(cur.lattice).tolist(), np.asarray(cur.frac_coords).tolist())
 
-# %% ../nbs/10_screen.ipynb 20
+# %% ../nbs/10_screen.ipynb 34
 DB_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb")
 
 def open_db(db):
@@ -377,7 +377,7 @@ def _kvp(record: dict) -> dict:
         out[_RESERVED_FALLBACK + k if k in reserved_keys else k] = v
     return out
 
-# %% ../nbs/10_screen.ipynb 23
+# %% ../nbs/10_screen.ipynb 38
 @dataclass
 class FunnelResult:
     "Per-structure records (input order) and the counts at every stage."
@@ -417,7 +417,7 @@ def _counts(stages, records: pd.DataFrame) -> pd.DataFrame:
     df["of_previous"] = df["n"] / df["n"].shift(1).clip(lower=1)
     return df
 
-# %% ../nbs/10_screen.ipynb 25
+# %% ../nbs/10_screen.ipynb 41
 def _make_client(scheduler):
     "A dask.distributed Client: `scheduler` is a Client, a scheduler address ('tcp://host:8786'), or an int = local worker processes."
     from dask.distributed import Client, LocalCluster
@@ -475,8 +475,8 @@ class Funnel:
         """Screen `structures` (Crystal, Atoms or Structure). `scheduler`: None = serial in this process; an int = a Dask
         `LocalCluster` with that many worker processes (1 thread each); an address or `Client` = an existing cluster."""
         t0 = time.perf_counter()
-        from xtalnb.relax import _is_structure
-        items = [structures] if _is_structure(structures) else list(structures)
+        from xtalnb.relax import is_structure
+        items = [structures] if is_structure(structures) else list(structures)
         crystals = [_as_crystal(x) for x in items]
         sids = list(ids) if ids is not None else [structure_id(c) for c in crystals]
         if len(sids) != len(crystals):
@@ -561,7 +561,7 @@ class Funnel:
             df = pd.DataFrame(columns=["sid", "n_passed"])
         return FunnelResult(df, _counts(self.stages, df), self.signature)
 
-# %% ../nbs/10_screen.ipynb 27
+# %% ../nbs/10_screen.ipynb 44
 def export_structures(db, path, funnel: str | None = None, passed_only: bool = True, fmt: str | None = None) -> list:
     """Write screened structures (relaxed where relaxed) with their metrics: `fmt` 'extxyz' (one file, metrics in the info line) or
     'cif' (`path` is a directory, one `<sid>.cif` each). Returns the written paths."""

@@ -42,7 +42,7 @@ def check_dataset(name: str) -> str:
 
 def default_results_dir() -> Path:
     "Where the committed table lives: `results/yardstick` of the source tree."
-    from xtalnb.train import source_root
+    from xtalnb.utils import source_root
     return source_root() / "results" / "yardstick"
 
 def default_work_dir() -> Path:
@@ -122,9 +122,9 @@ def reference_crystals(dataset: str = "mp_20", splits=("train",), limit: int | N
 
 def novelty_index(dataset: str = "mp_20", splits=("train", "val"), limit: int | None = None, cache: bool = True,
                   cache_dir=None):
-    """`xtalnb.metrics.MatchIndex` (pymatgen StructureMatcher defaults) over `splits` of `dataset`: the reference of novelty.
+    """`xtalnb.matching.MatchIndex` (pymatgen StructureMatcher defaults) over `splits` of `dataset`: the reference of novelty.
     Built once and pickled in `cache_dir` (default `default_work_dir()`); a pickle from another pymatgen is rebuilt."""
-    from xtalnb.metrics import MatchIndex
+    from xtalnb.matching import MatchIndex
     key = f"novelty_{dataset}_{'+'.join(splits)}_{limit or 'all'}"
     if key in _INDEX_CACHE:
         return _INDEX_CACHE[key]
@@ -148,7 +148,8 @@ def novelty_index(dataset: str = "mp_20", splits=("train", "val"), limit: int | 
 def unique_novel(structures, index) -> pd.DataFrame:
     """Columns `unique` (no earlier structure of the list matches it) and `novel` (no structure of `index` matches it), with
     pymatgen's default StructureMatcher. `None`, non-finite and exploded cells are neither unique nor novel."""
-    from xtalnb.metrics import exploded_cell, novelty, uniqueness
+    from xtalnb.metrics import exploded_cell
+    from xtalnb.matching import novelty, uniqueness
     structures = list(structures)
     ok = np.array([finite_structure(s) and not exploded_cell(s) for s in structures], bool)
     out = pd.DataFrame({"unique": np.zeros(len(structures), bool), "novel": np.zeros(len(structures), bool)})
@@ -169,7 +170,7 @@ WDIST_PROPERTIES = ("density", "num_atoms", "n_elements")
 def property_wdists(samples: pd.DataFrame, reference: pd.DataFrame) -> dict:
     """1-D Wasserstein distances between the valid samples' and the reference's density, atoms per cell and number of
     elements (`wdist_<property>`; NaN when no sample is valid)."""
-    from xtalnb.metrics import wasserstein
+    from xtalnb.evaluation import wasserstein
     v = samples[samples["valid"].astype(bool)]
     return {f"wdist_{p}": (wasserstein(v[p], reference[p]) if len(v) and np.isfinite(v[p].astype(float)).any() else math.nan)
             for p in WDIST_PROPERTIES}
@@ -280,7 +281,7 @@ def upsert_row(row: dict, results_dir=None, overwrite: bool = False) -> Path:
     only if its metrics are the same (a resumed rerun) or `overwrite=True`: a default never changes a committed number."""
     import fcntl
 
-    from xtalnb.train import atomic_write_text
+    from xtalnb.utils import atomic_write_text
     d = Path(results_dir or default_results_dir())
     d.mkdir(parents=True, exist_ok=True)
     fd = os.open(d, os.O_RDONLY)                           # lock the directory itself: no lock file to commit
@@ -319,7 +320,7 @@ def proxy_vs_headline(table=None, metrics=("match_rate", "rmse", "valid", "spp_p
 # %% ../nbs/17_yardstick.ipynb 23
 def _write_xyz(structures, path: Path):
     from xtalnb.demo import write_structures
-    from xtalnb.train import atomic_write_text
+    from xtalnb.utils import atomic_write_text
     structures = [s for s in structures if s is not None]
     if structures:
         write_structures(structures, path)
@@ -348,7 +349,7 @@ def _aligned(wd: Path, table: pd.DataFrame, flag: str, chunk_size: int) -> list:
     return out
 
 def _row_header(card, task, dataset, n, steps, seed, relax_n, relax_max_steps, data_limit, reference) -> dict:
-    from xtalnb.train import git_commit, source_root
+    from xtalnb.utils import git_commit, source_root
     if reference is not None:
         name, sha = f"reference:{dataset}-{reference}", None
         rid = f"reference-{dataset}-{reference}-n{n}-seed{seed}"
@@ -455,7 +456,8 @@ def yardstick(model=None, task: str | None = None, n: int = 1000, steps=None, se
     `hull`: the reference hull for E_hull, a kind for `default_hull(kind)` (e.g. 'chgnet') or a hull object; default the
     project's default hull. `data_limit` cuts every split to its first rows (de novo and reference rows; for smoke tests:
     such rows are marked `scale='reduced'`)."""
-    from xtalnb.train import atomic_write_text, load_model
+    from xtalnb.utils import atomic_write_text
+    from xtalnb.checkpoint import load_model
     check_dataset(dataset)
     task = normalize_task(task)
     if (model is None) == (reference is None):

@@ -3,6 +3,8 @@ time at every round, then the chosen recipes continued to the campaign budget.
 
     nice -n 19 python experiments/base_models/campaign.py pilot --round-cpu-h 0.2 --until-cpu-h 1.0
     nice -n 19 python experiments/base_models/campaign.py milestone        # compact states into milestones/ (commit them)
+    nice -n 19 python experiments/base_models/campaign.py campaign --until-cpu-h 20   # the chosen recipes, continued
+    python experiments/base_models/campaign.py ship denovo-mp20 --replace  # export a campaign run as the shipped model
 
 Run directories live outside the repository (`xtalnb.train.default_run_dir`); a missing one is restored from
 `milestones/<name>.pt`. EMA snapshots for the learning curves go to `<run dir>/snapshots/` every `--snapshot-cpu-h`.
@@ -28,6 +30,14 @@ PILOT = {
 }
 
 
+# The campaign: the recipes the pilot chose, continued (same run directories, same schedules) to the campaign budget and
+# shipped under the default names. See results/base_models/README.md for the pilot table and the choice.
+CAMPAIGN = {
+    "denovo-mp20": "pilot-denovo-mattergen-256x4",
+    "csp-mp20": "pilot-csp-diffcsp-256x4",
+}
+
+
 def run_round_robin(recipes: dict, round_cpu_h: float, until_cpu_h: float, snapshot_cpu_h: float, threads: int = 1):
     "Give every recipe `round_cpu_h` more CPU-hours per round until each has `until_cpu_h`."
     r = 1
@@ -45,6 +55,20 @@ def run_round_robin(recipes: dict, round_cpu_h: float, until_cpu_h: float, snaps
         r += 1
 
 
+def ship(name: str, replace: bool = False):
+    """Export the EMA weights of the campaign run behind `name` to data/checkpoints/<name>.pt with a new card. Refuses to
+    replace a shipped file unless `replace` (a default never overwrites a shipped file)."""
+    from xtalnb.checkpoint import checkpoint_dir
+    from xtalnb.train import export_default
+    run = CAMPAIGN[name]
+    out = checkpoint_dir() / f"{name}.pt"
+    if out.exists() and not replace:
+        raise FileExistsError(f"{out} is shipped; pass --replace to replace it with the campaign run {run}")
+    card = export_default(name, default_run_dir(run), spec=PILOT[run], out_path=out)
+    print(f"{out.name}: {run} at step {card['steps']}, {card['cpu_hours']:.2f} CPU-h")
+    return card
+
+
 def write_milestones(names):
     "Compact every named run's state into milestones/ (skips runs that do not exist here)."
     for name in names:
@@ -56,7 +80,9 @@ def write_milestones(names):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["pilot", "milestone"])
+    ap.add_argument("what", choices=["pilot", "milestone", "campaign", "ship"])
+    ap.add_argument("name", nargs="?", help="ship: the shipped model name (a key of CAMPAIGN)")
+    ap.add_argument("--replace", action="store_true", help="ship: replace the shipped file")
     ap.add_argument("--round-cpu-h", type=float, default=0.2)
     ap.add_argument("--until-cpu-h", type=float, default=1.0)
     ap.add_argument("--snapshot-cpu-h", type=float, default=0.2)
@@ -65,5 +91,12 @@ if __name__ == "__main__":
     recipes = {k: v for k, v in PILOT.items() if not a.only or k in a.only}
     if a.what == "pilot":
         run_round_robin(recipes, a.round_cpu_h, a.until_cpu_h, a.snapshot_cpu_h)
+    elif a.what == "campaign":
+        run_round_robin({r: PILOT[r] for r in CAMPAIGN.values() if not a.only or r in a.only}, a.round_cpu_h,
+                        a.until_cpu_h, a.snapshot_cpu_h)
+    elif a.what == "ship":
+        if a.name not in CAMPAIGN:
+            ap.error(f"ship needs a model name from {sorted(CAMPAIGN)}")
+        ship(a.name, a.replace)
     else:
         write_milestones(recipes)

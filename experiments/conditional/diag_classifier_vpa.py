@@ -1,7 +1,7 @@
 """Produced: results/conditional/classifier_vpa_calibration.csv, classifier_vpa_diag.csv/.json, classifier_vpa_trace.csv
-(read by nbs/05_guidance.ipynb).
+(read by nbs/05b_classifier.ipynb).
 
-Why does classifier guidance to 30 Å³/atom overshoot (05_guidance demo: median 94)? Re-creates the demo's regressor and atom
+Why does classifier guidance to 30 Å³/atom overshoot (05b_classifier demo: median 94)? Re-creates the demo's regressor and atom
 counts exactly, then (1) calibration of the regressor on clean and noised MP-20 crystals scaled to known volumes per atom,
 (2) a per-step trace of the guided chain (regressor estimate f(x_t,t), volume per atom of L_t and of the denoiser's x̂_0, size of
 the guidance shift against the lattice score), (3) final volume per atom for a few (scale, σ_y) settings.
@@ -17,19 +17,15 @@ torch.set_num_threads(1)
 
 from vpa_demo import STEPS, TARGET, N, demo_setup
 
+from xtalnb.classifier import ClassifierGuidance, TimeRegressor, train_regressor
 from xtalnb.crystal import Crystal, CrystalBatch
-from xtalnb.data import draw_num_atoms, project_root
-from xtalnb.guidance import (
-    ClassifierGuidance,
-    TimeRegressor,
-    field_scores,
-    train_regressor,
-)
+from xtalnb.data import draw_num_atoms
+from xtalnb.guidance import field_scores
 from xtalnb.metrics import structural_validity
 from xtalnb.sampling import SamplerHooks, sample
-from xtalnb.train import atomic_write_text
+from xtalnb.utils import atomic_write_text, source_root
 
-out_dir = project_root() / "results" / "conditional"
+out_dir = source_root() / "results" / "conditional"
 net, dnv, dcard, train, rng, sub_idx, sub = demo_setup()
 for c in sub: c.props["vpa"] = c.volume / c.num_atoms
 torch.manual_seed(0); vreg = TimeRegressor(hidden=64, layers=2, num_freqs=4)

@@ -14,12 +14,11 @@ torch.set_num_threads(1)
 import pandas as pd
 
 from xtalnb.conditional import measure_shift, sample_shift
-from xtalnb.data import project_root
-from xtalnb.train import atomic_write_text
+from xtalnb.utils import atomic_write_text, source_root
 
 which = sys.argv[1]
 budget = float(sys.argv[2]) if len(sys.argv) > 2 else None
-root = project_root() / "results" / "conditional"
+root = source_root() / "results" / "conditional"
 SETUPS = {   # model, targets, gammas, measures (imported lazily), max_per_group
     "c_mled": ("denovo-mp20-adapter-C-MLED", [{"compactness": 0.7, "m_led": 9.0}], (0.0, 2.0, 4.0), ("C", "M_LED"), None),
     "magdens_hhi": ("denovo-mp20-adapter-magdens-hhi", None, (0.0, 2.0, 4.0), ("HHI", "magnetic_density_chgnet"), None),
@@ -40,9 +39,9 @@ if which == "magdens_hhi":   # MatterGen's (0.2 μB/Å³, HHI 1250) if 0.2 lies 
 
     import numpy as np
 
-    from xtalnb.train import checkpoint_dir
+    from xtalnb.checkpoint import checkpoint_dir
     lo, hi = json.loads((checkpoint_dir() / f"{model}.json").read_text())["condition_ranges"]["magnetic_density"]
-    labels = pd.read_csv(project_root() / "data" / "labels" / "magdens_train.csv")["magnetic_density"].dropna()
+    labels = pd.read_csv(source_root() / "data" / "labels" / "magdens_train.csv")["magnetic_density"].dropna()
     t_m = 0.2 if hi >= 0.2 else round(float(np.percentile(labels, 99)), 3)
     targets = [{"magnetic_density": t_m, "hhi": 1250.0}]
     print("magnetic-density target", t_m, "training range", [lo, hi], flush=True)

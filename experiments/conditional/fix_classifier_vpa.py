@@ -1,4 +1,4 @@
-"""Produced: results/conditional/classifier_vpa_fix*.csv/.json (read by nbs/05_guidance.ipynb).
+"""Produced: results/conditional/classifier_vpa_fix*.csv/.json (read by nbs/05b_classifier.ipynb).
 
 The fix for the classifier-guidance overshoot: the regressor sees the cell's scale only through log(tr G / 3) (lattice_features),
 so a target linear in that feature — log V, with the per-crystal target log(30 Å³ × N) — is what it can learn and extrapolate.
@@ -15,14 +15,14 @@ torch.set_num_threads(1)
 
 from vpa_demo import STEPS, TARGET, N, demo_setup
 
+from xtalnb.classifier import ClassifierGuidance, TimeRegressor, train_regressor
 from xtalnb.crystal import Crystal, CrystalBatch
-from xtalnb.data import draw_num_atoms, project_root
-from xtalnb.guidance import ClassifierGuidance, TimeRegressor, train_regressor
+from xtalnb.data import draw_num_atoms
 from xtalnb.metrics import structural_validity
 from xtalnb.sampling import SamplerHooks, sample
-from xtalnb.train import atomic_write_text
+from xtalnb.utils import atomic_write_text, source_root
 
-out_dir = project_root() / "results" / "conditional"
+out_dir = source_root() / "results" / "conditional"
 net, dnv, dcard, train, rng, sub_idx, sub = demo_setup()
 for c in sub: c.props["logV"] = float(np.log(c.volume))
 torch.manual_seed(0); reg = TimeRegressor(hidden=64, layers=2, num_freqs=4)

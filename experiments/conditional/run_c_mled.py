@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from xtalnb.conditional import attach_conditions, finetune_conditional
-from xtalnb.data import load_dataset, project_root
+from xtalnb.data import load_dataset
+from xtalnb.utils import source_root
 
 N_SUBSET, STEPS = 2000, 2400
 
 def train_c_mled(name: str = "denovo-mp20-adapter-C-MLED", base: str = "denovo-mp20", budget: float = 720.0) -> dict:
-    cache = project_root() / "data" / "labels" / "m_led_train.csv"
+    cache = source_root() / "data" / "labels" / "m_led_train.csv"
     train = load_dataset("mp20_subset", "train", progress=False)
     idx = np.sort(np.random.default_rng(0).choice(len(train), N_SUBSET, replace=False))
     subset = [train[i] for i in idx]

@@ -13,11 +13,12 @@ import torch
 
 torch.set_num_threads(1)
 from xtalnb.conditional import attach_conditions, finetune_conditional
-from xtalnb.data import load_dataset, project_root
+from xtalnb.data import load_dataset
+from xtalnb.utils import source_root
 
 NAME, STEPS = "denovo-mp20-adapter-magdens-hhi", 2400
 mode, budget = sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 840.0
-cache = project_root() / "data" / "labels" / "magdens_train.csv"
+cache = source_root() / "data" / "labels" / "magdens_train.csv"
 train = load_dataset("mp20_subset", "train", progress=False)
 order = np.random.default_rng(1).permutation(len(train))
 if mode == "label":           # budget = process CPU seconds for labelling (chunks of 100, each flushed to the cache)

@@ -1,11 +1,11 @@
 """Helper module (produces nothing itself).
 
-Shared setup of diag_classifier_vpa.py and fix_classifier_vpa.py: the 05_guidance classifier-guidance demo's model, the
+Shared setup of diag_classifier_vpa.py and fix_classifier_vpa.py: the 05b_classifier classifier-guidance demo's model, the
 4,000-crystal regressor subset and the random generator (seed 0) in the state the demo left it (the next draw is the atom counts)."""
 import numpy as np
 
+from xtalnb.checkpoint import load_model
 from xtalnb.data import load_dataset
-from xtalnb.train import load_model
 
 N, STEPS, TARGET = 32, 100, 30.0
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xtalnb.checkpoint import load_model
 from xtalnb.dosgen import dos_generate, evaluate_candidates, load_target
-from xtalnb.train import load_model
 
 ap = argparse.ArgumentParser()
 ap.add_argument("n_per", type=int, nargs="?", default=2, help="candidates per atom count N in {4,5,6,7}")
@@ -64,8 +64,8 @@ for el in ("Ti", "Co", "Cu", "Pd") if args.only != "masked" and not args.only_cl
 # match to the target on atom 0 (sigma_y from --sigma-y: 0.1 by default; the s6 classifier collapses every cell at 0.1, not at 0.3),
 # same atom counts and seed as masked_g2
 if Path("data/checkpoints/dos-classifier.pt").exists() and args.only != "fixed":
+    from xtalnb.classifier import ClassifierGuidance
     from xtalnb.dosgen import DOSMatch, atom_condition
-    from xtalnb.guidance import ClassifierGuidance
     from xtalnb.sampling import SamplerHooks, sample
     cls_net = load_model("dos-classifier")[0]
     base_net, diffusion, _ = load_model("denovo-mp20")

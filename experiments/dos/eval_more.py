@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xtalnb.checkpoint import load_model
 from xtalnb.dos import supercell_repeats
 from xtalnb.dosgen import dos_generate, evaluate_candidates, load_target
-from xtalnb.train import load_model
 
 OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
@@ -68,7 +68,7 @@ if "masked" in sys.argv[1:]:
 
 def complete(tag):
     from xtalnb.dosgen import load_eval
-    from xtalnb.train import atomic_write_text
+    from xtalnb.utils import atomic_write_text
     p = OUT / f"eval_{tag}.csv"
     ev, cs, _xd, _ = load_eval(tag, OUT)
     a = dict(np.load(OUT / f"eval_{tag}.npz", allow_pickle=True))
@@ -83,8 +83,8 @@ def complete(tag):
         def w(tmp):
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **a)
-        from xtalnb.dos import _atomic_write
-        _atomic_write(OUT / f"eval_{tag}.npz", w)
+        from xtalnb.utils import atomic_write
+        atomic_write(OUT / f"eval_{tag}.npz", w)
         atomic_write_text(ev.to_csv(index=False), p)
 
 if "complete" in sys.argv[1:]:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xtalnb.dos import _atomic_write
+from xtalnb.checkpoint import load_model
 from xtalnb.dosgen import evaluate_candidates, load_eval, load_target
-from xtalnb.train import atomic_write_text, load_model
+from xtalnb.utils import atomic_write, atomic_write_text
 
 OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")
@@ -51,7 +51,7 @@ def run(tag):
     def w(tmp):
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-    _atomic_write(OUT / f"eval_{tag}_relaxed.npz", w)
+    atomic_write(OUT / f"eval_{tag}_relaxed.npz", w)
     atomic_write_text(ev.to_csv(index=False), p)
     cols = ["formula", "relax_status", "relax_steps", "relax_volume_ratio", "e_form_per_atom", "mae_xtb_vs_target_unrelaxed", "mae_xtb_vs_target",
             "xtb_status"]

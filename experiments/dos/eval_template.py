@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xtalnb.checkpoint import load_model
 from xtalnb.dosgen import (
     d019_crystal,
     default_targets_dir,
@@ -27,7 +28,6 @@ from xtalnb.dosgen import (
     load_target,
     template_similarity,
 )
-from xtalnb.train import load_model
 
 args = [a for a in sys.argv[1:] if not a.startswith("--suffix=")]
 SUFFIX = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suffix=")), "")   # tags of a retrained generator
@@ -72,7 +72,7 @@ for g in GAMMAS:
 # similarity columns of finished tags written before template_similarity had same_frame / rms_frame: recomputed from the stored
 # crystals (cheap; the DOS columns are untouched)
 from xtalnb.dosgen import load_eval
-from xtalnb.train import atomic_write_text
+from xtalnb.utils import atomic_write_text
 
 for p in sorted(OUT.glob("eval_template_t*_g*.csv")):
     ev = pd.read_csv(p)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xtalnb.checkpoint import load_model
 from xtalnb.crystal import Crystal
 from xtalnb.dosgen import load_target
-from xtalnb.train import atomic_write_text, load_model
+from xtalnb.utils import atomic_write_text
 
 OUT = Path("results/dos")
 y, _, au3ni, _ = load_target("Au3Ni_L12_Ni")

@@ -30,11 +30,11 @@ from xtalnb.data import load_dataset
 from xtalnb.dos import (
     AUTO_DIAGONAL_MAX_ATOMS,
     INDEX_COLUMNS,
-    _atomic_write,
     label_dos,
     read_dos_index,
     supercell_repeats,
 )
+from xtalnb.utils import atomic_write
 
 MIN_LENGTH, MAX_ATOMS, N_TEST, SEED = 7.0, 8, 100, 0
 OUT = "data/dos"
@@ -55,8 +55,8 @@ def relabel_large_diagonal(train):
     idx = read_dos_index(OUT)
     old = idx[idx.id.isin(big) & (idx.split == "train")]
     if len(old):
-        _atomic_write(Path(OUT) / "index.csv", lambda tmp: idx[~idx.id.isin(old.id)][INDEX_COLUMNS].to_csv(tmp, index=False))
-    _atomic_write(marker, lambda tmp: Path(tmp).write_text("".join(f"{i}\n" for i in old.id)))
+        atomic_write(Path(OUT) / "index.csv", lambda tmp: idx[~idx.id.isin(old.id)][INDEX_COLUMNS].to_csv(tmp, index=False))
+    atomic_write(marker, lambda tmp: Path(tmp).write_text("".join(f"{i}\n" for i in old.id)))
     print(f"supercell rule change: {len(old)} rows with > {AUTO_DIAGONAL_MAX_ATOMS}-atom diagonal supercells dropped "
           f"({(old.status == 'ok').sum()} ok, {(old.status != 'ok').sum()} failed), listed in {marker}", flush=True)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xtalnb.checkpoint import load_model
 from xtalnb.dos import load_dos_store
 from xtalnb.dosgen import (
     DOSSurrogate,
@@ -40,7 +41,8 @@ from xtalnb.dosgen import (
     train_dos_conditional,
     train_dos_surrogate,
 )
-from xtalnb.train import atomic_write_text, default_run_dir, load_model
+from xtalnb.train import default_run_dir
+from xtalnb.utils import atomic_write_text
 
 SPLIT = Path("data/dos/dosgen_split.json")
 SPLIT_ALL = Path("data/dos/dosgen_split_all.json")
@@ -115,7 +117,7 @@ if __name__ == "__main__":
         card = export_surrogate("data/checkpoints/dos-classifier", run, {
             "data": f"{len(data['train'])} train structures (data/dos/{split_path.name})",
             "init": "trunk of denovo-mp20; trained on structures noised by denovo-mp20's diffusion, t ~ U{1..T}",
-            "use": "xtalnb.guidance.ClassifierGuidance(xtalnb.dosgen.DOSMatch(model, atom_target), target=0, sigma_y=...)"})
+            "use": "xtalnb.classifier.ClassifierGuidance(xtalnb.dosgen.DOSMatch(model, atom_target), target=0, sigma_y=...)"})
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours")}), flush=True)
     elif what == "generator":
         name, run = "dos-denovo-mp20", default_run_dir("dos-denovo-mp20" + suffix)

@@ -25,15 +25,9 @@ import time
 
 import torch
 
+from xtalnb.checkpoint import checkpoint_dir, load_model, save_model
 from xtalnb.data import load_dataset
-from xtalnb.train import (
-    TrainConfig,
-    checkpoint_dir,
-    default_run_dir,
-    load_model,
-    save_model,
-    train,
-)
+from xtalnb.train import TrainConfig, default_run_dir, train
 
 BASE = "denovo-mp20"
 STEPS = 500            # fine-tuning steps per arm (equal compute: same steps, batch and data for both arms)
