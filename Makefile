@@ -38,9 +38,10 @@ hooks:
 
 setup: $(STAMP)
 
-# Main job on the shipped default: sample with denovo-mp20, evaluate, write figures/demo_denovo-mp20.*
+# Main job: a small discovery run on the shipped default (denovo-mp20): generate 128, screen (PIGEN A-D), relax <= 6 with CHGNet,
+# place on the MP-20 hull, write the stable/unique/novel candidates to results/discover/<run>/ (< 5 min on 2 cores; an existing run is kept)
 run: setup
-	$(BIN)/xtalnb demo --model denovo-mp20 --n 16 --out figures
+	$(BIN)/xtalnb discover --model denovo-mp20 --n 128 --steps 100 --relax-n 6 --relax-max-steps 100 --jobs 2 --threads 1 --run-name make-run-$$(date -u +%Y%m%dT%H%M%SZ)
 
 # JupyterLab on the project, from .venv (kernel "xtalnb"); open nbs/index.ipynb first
 lab: setup

@@ -60,7 +60,7 @@ def _cmd_train(args):
 def _cmd_evaluate(args):
     import json
     from xtalnb.demo import evaluate_csp_model, evaluate_denovo_model, record_metrics
-    from xtalnb.train import load_model
+    from xtalnb.checkpoint import load_model
     card = load_model(args.model)[2]
     task = card.get("task", "denovo")
     fn = evaluate_csp_model if task == "csp" else evaluate_denovo_model
@@ -101,6 +101,19 @@ def _cmd_repro(args):
         print(f"{r['notebook']:>24}: {r['status']}" + (f" ({r['wall_s']} s)" if "wall_s" in r else ""))
     if any(r["status"].startswith("failed") for r in res):
         raise ValueError("some reproduction notebooks failed (see above)")
+
+def _cmd_discover(args):
+    from xtalnb.discover import PIGEN_FILTERS, discover
+    try:
+        d = discover(args.model, n=args.n, steps=args.steps, seed=args.seed, relax_n=args.relax_n,
+                     relax_max_steps=args.relax_max_steps, n_jobs=args.jobs, filters=args.filters or PIGEN_FILTERS,
+                     out_dir=args.out_dir, run_name=args.run_name, overwrite=args.overwrite, n_threads=args.threads,
+                     device=args.device, progress=not args.no_progress)
+    except FileExistsError as e:           # an earlier run of the same name: a user error, not a crash
+        raise ValueError(str(e)) from e
+    print(d.counts.to_string(index=False))
+    print(d.message)
+    print(f"wrote {d.out_dir}")
 
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `xtalnb` command (subcommands register here)."
@@ -172,6 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true", help="tiny scale (4 samples, 5 steps, 2 short relaxations)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_yardstick)
+    s = sub.add_parser("discover", help="the main job: generate, screen (PIGEN A-D), relax (CHGNet), hull, write S.U.N. candidates")
+    s.add_argument("--model", default="denovo-mp20", help="shipped de novo model name or path to a .pt file")
+    s.add_argument("--n", type=int, default=128, help="structures to generate")
+    s.add_argument("--steps", type=int, default=100, help="reverse steps of the sampler (the model's T is the full chain)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--relax-n", type=int, default=6, help="at most this many filter survivors are relaxed (lowest SPP first)")
+    s.add_argument("--relax-max-steps", type=int, default=100, help="FIRE steps per relaxation")
+    s.add_argument("--jobs", type=int, default=2, help="relaxation worker processes")
+    s.add_argument("--threads", type=int, default=1, help="torch threads of the sampler (1: fastest on a shared machine)")
+    s.add_argument("--filters", nargs="+", default=None, help="screening filters (default: spp novel_composition compactness m_led)")
+    s.add_argument("--out-dir", default=None, help="parent folder of the run (default: results/discover)")
+    s.add_argument("--run-name", default=None, help="run folder name (default: <model>-n<n>-steps<steps>-seed<seed>)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_discover)
     s = sub.add_parser("repro", help="run the reproduction notebooks in nbs/repro/ with papermill (skips unchanged ones)")
     s.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
     s.add_argument("--scale", default="cpu", help="parameter set: smoke, cpu, headline, paper (nbs/repro/params/<name>.<scale>.json)")
