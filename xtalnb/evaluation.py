@@ -86,15 +86,19 @@ def sun_flags(df: pd.DataFrame, e_hull_threshold: float = 0.1) -> pd.DataFrame:
 # %% ../nbs/07c_evaluation.ipynb 17
 DESCRIPTORS = ("compactness", "m_led", "complexity", "spp")
 
-def evaluate(structures, task: str = "de_novo", reference=None, targets=None, e_hull=None, descriptors=DESCRIPTORS,
+def evaluate(structures, task: str = "denovo", reference=None, targets=None, e_hull=None, descriptors=DESCRIPTORS,
              spp_table: SPPTable | None = None, prototypes: bool = False, frameworks: FrameworkIndex | None = None,
              distribution_reference=None, coverage_reference=None, novelty_index: MatchIndex | None = None, n_jobs: int = 1,
              out=None) -> tuple:
     """Per-structure metrics table + summary.
-    task: "de_novo" (validity, descriptors, uniqueness, novelty vs `reference`) or "csp" (also match/RMSE vs `targets`).
+    task: "denovo" (validity, descriptors, uniqueness, novelty vs `reference`) or "csp" (also match/RMSE vs `targets`).
     reference: training structures for novelty; distribution_reference: structures for W(density), W(#elements);
     coverage_reference: structures (or a (struct_fps, comp_fps) pair) for COV-R/P (needs "m_led" in descriptors: one CrystalNN pass)."""
-    if task not in ("de_novo", "csp"): raise ValueError(f"task must be 'de_novo' or 'csp', got {task!r}")
+    if task == "de_novo":                                   # the old spelling: one name per task across cards, CLI and API
+        import warnings
+        warnings.warn("task 'de_novo' is deprecated: use 'denovo'", DeprecationWarning, stacklevel=2)
+        task = "denovo"
+    if task not in ("denovo", "csp"): raise ValueError(f"task must be 'denovo' or 'csp', got {task!r}")
     if task == "csp" and targets is None: raise ValueError("task='csp' needs targets (one per structure)")
     if isinstance(structures, (Structure, Crystal)): structures = [structures]
     structures = list(structures)
