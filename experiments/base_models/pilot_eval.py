@@ -53,6 +53,7 @@ def val_losses(names=None, val_size: int = 2048, device="cpu"):
     import dataclasses
 
     import pandas as pd
+    import torch
 
     from xtalnb.checkpoint import load_model
     from xtalnb.data import load_dataset
@@ -68,7 +69,6 @@ def val_losses(names=None, val_size: int = 2048, device="cpu"):
             continue
         cfg = dataclasses.replace(build_cfg(card), val_size=val_size)
         model.eval()
-        import torch
         with torch.no_grad():
             m = validation_losses(model, diffusion, val, cfg, task=card["task"], device=device)
         rows.append({"recipe": name, "snapshot": pt.stem, "sha256": card["sha256"], "task": card["task"],
