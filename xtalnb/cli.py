@@ -11,7 +11,7 @@ import sys
 # %% auto 0
 __all__ = ['info', 'build_parser', 'main']
 
-# %% ../nbs/12_cli.ipynb 3
+# %% ../nbs/12_cli.ipynb 4
 def info() -> dict:
     "Versions of xtalnb and its main dependencies, and where data and caches live."
     import importlib.metadata as md
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's T; fewer = strided, faster)")
     s.add_argument("--out", default="samples.cif", help=".cif, .extxyz or .db (ASE database)")
     s.set_defaults(func=_cmd_sample)
-    s = sub.add_parser("demo", help="the main job: sample with a shipped model, evaluate, write a figure")
+    s = sub.add_parser("demo", help="a short demonstration: sample with a shipped model, evaluate, write a figure")
     s.add_argument("--model", default="denovo-mp20")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)

@@ -46,7 +46,7 @@ def all_pairs_edges(num_atoms):
     dst = ptr[edge_batch] + local % n_e
     return src, dst, edge_batch
 
-# %% ../nbs/03_denoiser.ipynb 8
+# %% ../nbs/03_denoiser.ipynb 10
 def fourier_features(d, num_freqs):
     "Periodic features of fractional differences d (E,3): [sin 2πkd, cos 2πkd], k = 1..num_freqs -> (E, 6·num_freqs)."
     k = torch.arange(1, num_freqs + 1, device=d.device, dtype=d.dtype)
@@ -67,7 +67,7 @@ def sinusoidal_embedding(t, dim, scale=1000.0):
     emb = torch.cat([arg.sin(), arg.cos()], -1)
     return F.pad(emb, (0, dim - 2 * half))
 
-# %% ../nbs/03_denoiser.ipynb 11
+# %% ../nbs/03_denoiser.ipynb 16
 COND_KINDS = ("scalar", "categorical", "multihot", "vector")
 
 def normalize_cond_specs(cond_specs):
@@ -158,7 +158,7 @@ class ConditionEmbedding(nn.Module):
             x = v
         return torch.where(null[:, None], self.null.expand(B, -1), self.mlp(x)), null
 
-# %% ../nbs/03_denoiser.ipynb 14
+# %% ../nbs/03_denoiser.ipynb 23
 class MessagePassingLayer(nn.Module):
     "One CSPNet-style layer on node features h (N, C, H); C = conditioning copies sharing one geometry."
     def __init__(self, hidden, edge_dim):
@@ -193,7 +193,7 @@ class MessagePassingLayer(nn.Module):
         agg = agg * inv_deg                                               # mean over j of m_ij
         return h + self.out_lin(F.silu(u + self.agg_lin(agg)))
 
-# %% ../nbs/03_denoiser.ipynb 17
+# %% ../nbs/03_denoiser.ipynb 29
 def plain_trunk(m, types, frac_coords, lattice, num_atoms, batch, t):
     "Node features (N, 1, H) after `m.layers` for unconditioned input; `t` = step / T per crystal (B,)."
     h = (m.type_emb(types) + m.time_mlp(sinusoidal_embedding(t, m.config["time_dim"]))[batch])[:, None]
@@ -206,7 +206,7 @@ def plain_trunk(m, types, frac_coords, lattice, num_atoms, batch, t):
         h = layer(h, src, dst, feats, inv_deg)
     return h
 
-# %% ../nbs/03_denoiser.ipynb 19
+# %% ../nbs/03_denoiser.ipynb 32
 class Denoiser(nn.Module):
     "Periodic E(3)-invariant message-passing denoiser (CSPNet-style) with condition embeddings and adapters."
     def __init__(self,

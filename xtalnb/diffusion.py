@@ -49,7 +49,7 @@ def check_t(t, T, name="t") -> torch.Tensor:
         raise ValueError(f"{name} must lie in 1..{T}, got range [{int(t.min())}, {int(t.max())}]")
     return t.long()
 
-# %% ../nbs/02_diffusion.ipynb 8
+# %% ../nbs/02_diffusion.ipynb 13
 def cosine_beta_schedule(T: int = 1000, s: float = 0.008, device="cpu") -> torch.Tensor:
     "β_0..β_T (length T+1, β_0 = 0) of the cosine schedule, clipped to [1e-4, 0.9999] (float64)."
     if T < 2: raise ValueError(f"T must be >= 2, got {T}")
@@ -75,7 +75,7 @@ def geometric_sigmas(T: int = 1000, sigma_1: float = 0.005, sigma_T: float = 0.5
     sig = sigma_1 * (sigma_T / sigma_1) ** ((t - 1) / (T - 1))
     return torch.cat([sig.new_zeros(1), sig])
 
-# %% ../nbs/02_diffusion.ipynb 11
+# %% ../nbs/02_diffusion.ipynb 19
 def _n_images(sigma_max: float) -> int:
     "Images k = ±1..±K needed so that the first dropped image has relative weight < exp(-40)."
     return int(math.ceil(9 * sigma_max + 0.5))
@@ -112,7 +112,7 @@ def sample_wrapped_normal(mu, sigma, generator=None) -> torch.Tensor:
     eps = randn(mu.shape, generator, mu.device, mu.dtype)
     return torch.remainder(mu + sigma * eps, 1.0)
 
-# %% ../nbs/02_diffusion.ipynb 15
+# %% ../nbs/02_diffusion.ipynb 26
 def wrapped_normal_score_sq_mc(sigmas, n_mc: int = 10000, seed: int = 0, chunk: int = 100) -> torch.Tensor:
     "Monte-Carlo E[(∂ log N_W(d; 0, σ²)/∂d)²] (1-D) for each σ in `sigmas` (float64, CPU), with the control variate ε²/σ²."
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten().cpu()
@@ -142,7 +142,7 @@ def lambda_schedule(T: int = 1000, sigma_1: float = 0.005, sigma_T: float = 0.5,
     "λ_0..λ_T = 1 / E‖∇ log q(x_t|x_0)‖² per coordinate (λ_0 := 1), MC-estimated and cached (float64)."
     return _lambda_cached(int(T), float(sigma_1), float(sigma_T), int(n_mc), int(seed)).to(device)
 
-# %% ../nbs/02_diffusion.ipynb 19
+# %% ../nbs/02_diffusion.ipynb 32
 class GaussianVP:
     "DDPM on tensors whose first dim indexes rows (crystals or atoms); optional symmetric 3x3 noise and MatterGen limit μ(n)I, σ(n)."
     def __init__(self, betas: torch.Tensor, symmetric: bool = False, limit: str = "standard",
@@ -216,7 +216,7 @@ class GaussianVP:
         return -self._sym(eps_hat) / (sd * (1 - self._sched("alpha_bar", t, x_t)).sqrt())
 
     def reverse_step(self, x_t, eps_hat, t, num_atoms=None, generator=None, s=None, x0_clip=None):
-        """One ancestral DDPM step x_t -> x_{t-1} (dosmatgen.txt Eqs. A3–A4), no noise at t = 1.
+        """One ancestral DDPM step x_t -> x_{t-1} (DOSMatGen, arXiv:2504.06249, Eqs. A3–A4), no noise at t = 1.
         With `s` (< t, per row) the step jumps to x_s through the posterior q(x_s | x_t, x̂_0) (strided sampling). `x0_clip`
         = (lo, hi) clamps x̂_0 (original units) first, as DDPM's `clip_denoised`: x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t amplifies
         errors of ε̂ by 1/√ᾱ_t (≈ 10⁵ at t = T for the cosine schedule); in one-step form the same error enters through
@@ -242,7 +242,7 @@ class GaussianVP:
         var = ((1 - a_ts) * (1 - ab_s) / (1 - ab_t)).clamp_min(0)
         return mu + sd * (mean + var.sqrt() * z)
 
-# %% ../nbs/02_diffusion.ipynb 25
+# %% ../nbs/02_diffusion.ipynb 46
 class WrappedNormalVE:
     "Variance-exploding wrapped-normal diffusion of fractional coordinates (per atom)."
     def __init__(self, T: int = 1000, sigma_1: float = 0.005, sigma_T: float = 0.5, scale_by_atoms: bool = False,
@@ -315,7 +315,7 @@ class WrappedNormalVE:
         z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         return torch.remainder(x_t + dvar * self.score_from_output(out, t, num_atoms) + tau2.sqrt() * z, 1.0)
 
-# %% ../nbs/02_diffusion.ipynb 30
+# %% ../nbs/02_diffusion.ipynb 61
 class D3PMAbsorbing:
     "Discrete diffusion of atom types with an absorbing [MASK] state (index K)."
     def __init__(self, T: int = 1000, num_classes: int = NUM_TYPES, lambda_ce: float = 0.01):
@@ -396,7 +396,7 @@ class D3PMAbsorbing:
         if generator is not None and generator.device != probs.device: probs = probs.to(generator.device)
         return torch.multinomial(probs, 1, generator=generator)[:, 0].to(a_t.device)
 
-# %% ../nbs/02_diffusion.ipynb 34
+# %% ../nbs/02_diffusion.ipynb 73
 MATTERGEN_DENSITY_C = 1 / 0.05       # Å^3 / atom: MatterGen's limit_density = 0.05 atoms/Å^3
 MATTERGEN_NU = 0.25 ** 1.5           # σ(n)^2 = 0.25 n^(2/3)  <=>  σ(n) = (n ν)^(1/3), ν = 0.125
 
@@ -420,7 +420,7 @@ def fit_lattice_limit(crystals) -> tuple[float, float]:
     s = dev.pow(2).mean((-1, -2)).sqrt().numpy()
     return c, float(np.mean(s**3 / n))
 
-# %% ../nbs/02_diffusion.ipynb 38
+# %% ../nbs/02_diffusion.ipynb 79
 FAMILIES = ("diffcsp", "mattergen")
 # Sampling clamps x̂_0 of the Gaussian fields to the data's range (DDPM's clip_denoised): lattice entries in Å (MP-20 train:
 # max |L_ij| = 45 Å, 99.9th percentile 40 Å), one-hot types in [0, 1]. `clip_x0=False` in predictor_step turns it off.

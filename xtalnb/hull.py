@@ -184,7 +184,7 @@ def formation_energy_per_atom(x, energy_per_atom: float | None = None, refs: dic
     n = sum(comp.values())
     return e - sum(c * refs[el] for el, c in comp.items()) / n
 
-# %% ../nbs/16_hull.ipynb 8
+# %% ../nbs/16_hull.ipynb 13
 HULL_VERSION = 1
 HULL_BUILD_COMMAND = "python scripts/build_hull.py --split {split} --chunk {chunk} --n-jobs {n_jobs}"
 SP_BUILD_COMMAND = "python scripts/build_hull.py --split {split} --singlepoint --chunk {chunk}"
@@ -314,7 +314,7 @@ def relaxation_bias(entries) -> dict:
         raise ValueError("no relaxed entries with both energies")
     return dict(n=len(d), mean=float(d.mean()), median=float(np.median(d)), p95=float(np.percentile(d, 95)), max=float(d.max()))
 
-# %% ../nbs/16_hull.ipynb 10
+# %% ../nbs/16_hull.ipynb 20
 class HullResult(NamedTuple):
     e_above_hull: float   # eV/atom (negative: below the reference hull)
     status: str           # 'ok' or 'missing_elements:A,B'
@@ -462,7 +462,7 @@ def load_offset_correction(path=None) -> dict:
         raise ValueError(f"{path} has no global offset ('offsets': {{'all': ...}})")
     return corr
 
-# %% ../nbs/16_hull.ipynb 14
+# %% ../nbs/16_hull.ipynb 35
 DFT_HULL_DATASET, DFT_HULL_SPLITS = "mp_20", ("train", "val", "test")
 CHGNET_SP_BUILD_COMMAND = "python scripts/build_hull.py --dataset mp_20 --split {split} --singlepoint --chunk 500 --out-dir data/hull/mp_20"
 

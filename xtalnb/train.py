@@ -422,13 +422,20 @@ MODEL_SIZES = {"256x4": dict(hidden=256, layers=4, num_freqs=16, time_dim=128),
                "512x6": dict(hidden=512, layers=6, num_freqs=16, time_dim=128)}
 TRAIN_DATA = "mp_20"    # train on its train split, validate on val, report on test (the papers' protocol)
 
-def model_spec(task: str, family: str = "diffcsp", size: str = "256x4", steps: int = 200_000, batch_size: int = 64) -> dict:
-    "The recipe of a base model: task, noise family, network size and training hyper-parameters."
+def model_spec(task: str, family: str = "diffcsp", size: str = "256x4", steps: int = 200_000, batch_size: int = 64,
+               w_types: float | None = None) -> dict:
+    """The recipe of a base model: task, noise family, network size and training hyper-parameters. `w_types` weighs the
+    atom-type loss (default: 0 for CSP, where types are given; 20 for de novo, DiffCSP's `cost_type`)."""
     if task not in ("csp", "denovo"):
         raise ValueError(f"task must be 'csp' or 'denovo', got {task!r}")
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {sorted(MODEL_SIZES)}")
-    w_types = 0.0 if task == "csp" else (20.0 if family == "diffcsp" else 1.0)   # DiffCSP de novo: 20; D3PM carries its own λ_CE
+    if w_types is None:
+        w_types = 0.0 if task == "csp" else 20.0
+    if task == "csp" and w_types != 0:
+        raise ValueError(f"a CSP model is given its atom types; w_types must be 0, got {w_types}")
+    if not w_types >= 0:
+        raise ValueError(f"w_types must be >= 0, got {w_types}")
     return dict(task=task, family=family, size=size, data=TRAIN_DATA, model=dict(MODEL_SIZES[size]),
                 train=dict(steps=steps, batch_size=batch_size, lr=1e-3, lr_min=1e-5, warmup_steps=500, ema_decay=0.999,
                            grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": w_types},
@@ -489,6 +496,8 @@ def export_default(name: str, run_dir=None, out_dir=None, metrics: dict | None =
         "num_atoms_distribution": num_atoms_distribution(train_set).tolist(),
         "metrics": dict(metrics or {}),    # measured on these weights only; the yardstick table keeps every row
     }
+    if "parent" in st:    # a branch: started from another run's state (recipe, step, CPU-hours), cpu_hours include the parent's
+        card["parent"] = st["parent"]
     return save_model(out_path, model, diffusion, card=card)
 
 

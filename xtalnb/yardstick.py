@@ -58,7 +58,7 @@ __all__ = ['TASKS', 'DEFAULT_STEPS', 'SYMPREC', 'COMPACT_WINDOW', 'STABLE_EHULL'
            'hull_module', 'relax_rows', 'add_e_hull', 'summarize_samples', 'summarize_relaxed', 'load_table',
            'upsert_row', 'proxy_vs_headline', 'yardstick', 'plot_yardstick']
 
-# %% ../nbs/17_yardstick.ipynb 6
+# %% ../nbs/17_yardstick.ipynb 11
 def space_group_number(s, symprec: float = SYMPREC) -> int:
     "International space-group number found by spglib at `symprec` Å (0 when spglib finds none or fails)."
     import spglib
@@ -111,7 +111,7 @@ def add_spp(samples: pd.DataFrame, structures, table=None) -> pd.DataFrame:
     samples["spp_pass"] = (samples["spp"] <= tab.threshold).fillna(False).astype(bool)
     return samples
 
-# %% ../nbs/17_yardstick.ipynb 9
+# %% ../nbs/17_yardstick.ipynb 18
 _INDEX_CACHE: dict = {}
 
 def reference_crystals(dataset: str = "mp_20", splits=("train",), limit: int | None = None) -> list:
@@ -175,9 +175,9 @@ def property_wdists(samples: pd.DataFrame, reference: pd.DataFrame) -> dict:
     return {f"wdist_{p}": (wasserstein(v[p], reference[p]) if len(v) and np.isfinite(v[p].astype(float)).any() else math.nan)
             for p in WDIST_PROPERTIES}
 
-# %% ../nbs/17_yardstick.ipynb 12
+# %% ../nbs/17_yardstick.ipynb 27
 def hull_module():
-    "The module that owns the reference hull: `xtalnb.hull` when present, else `xtalnb.relax` (where the hull used to live)."
+    "The module that owns the reference hull: `xtalnb.hull` when present, else `xtalnb.relax` (older installs)."
     import importlib
     try:
         return importlib.import_module("xtalnb.hull")
@@ -225,7 +225,7 @@ def add_e_hull(rel: pd.DataFrame, hull=None) -> pd.DataFrame:
     rel["e_hull"], rel["hull_status"] = e, st
     return rel
 
-# %% ../nbs/17_yardstick.ipynb 14
+# %% ../nbs/17_yardstick.ipynb 33
 def summarize_samples(df: pd.DataFrame, n: int) -> dict:
     "Fractions (0–1) over all `n` requested samples: a degenerate or missing sample fails every test."
     if n < 1:
@@ -253,7 +253,7 @@ def summarize_relaxed(rel: pd.DataFrame, relax_n: int) -> dict:
             "ehull_below_0": float((e < 0).fillna(False).sum()) / relax_n, "rmsd_mean": mean(r), "rmsd_median": med(r),
             "non_p1_relaxed": float(rel["non_p1_relaxed"].astype(bool).sum()) / relax_n, "sun": float(sun.sum()) / relax_n}
 
-# %% ../nbs/17_yardstick.ipynb 17
+# %% ../nbs/17_yardstick.ipynb 38
 ID_COLUMNS = ["row_id", "model", "sha256", "train_cpu_hours", "train_steps", "train_data", "model_commit", "code_commit",
               "task", "dataset", "n", "steps", "seed", "relax_n", "relax_max_steps", "data_limit", "scale", "hull", "spp_table", "created_utc"]
 METRIC_COLUMNS = ["match_rate", "rmse", "comp_match_rate", "n_csp_timeout", "n_degenerate", "struct_valid", "comp_valid",
@@ -300,7 +300,7 @@ def upsert_row(row: dict, results_dir=None, overwrite: bool = False) -> Path:
         os.close(fd)                                       # closing releases the lock
     return d / "yardstick.csv"
 
-# %% ../nbs/17_yardstick.ipynb 20
+# %% ../nbs/17_yardstick.ipynb 43
 def proxy_vs_headline(table=None, metrics=("match_rate", "rmse", "valid", "spp_pass", "compact_window", "unique_novel",
                                            "ehull_below_100meV", "sun"), headline: int = 1000, proxy: int = 100) -> pd.DataFrame:
     "One line per (model row pair, metric): the `headline`-step and `proxy`-step values and proxy − headline."
@@ -317,7 +317,7 @@ def proxy_vs_headline(table=None, metrics=("match_rate", "rmse", "valid", "spp_p
                             "difference": float(q) - float(h)})
     return pd.DataFrame(out, columns=keys + ["metric", "headline", "proxy", "difference"])
 
-# %% ../nbs/17_yardstick.ipynb 23
+# %% ../nbs/17_yardstick.ipynb 47
 def _write_xyz(structures, path: Path):
     from xtalnb.demo import write_structures
     from xtalnb.utils import atomic_write_text
@@ -376,7 +376,7 @@ def _csp_row(model, head, wd, batch_size, device, progress) -> tuple:
          "n_csp_timeout": s["n_csp_timeout"], "n_degenerate": s["n_degenerate"], "sample_eval_s": s["generation_and_matching_s"]}
     return m, {"csp.csv": df}
 
-# %% ../nbs/17_yardstick.ipynb 24
+# %% ../nbs/17_yardstick.ipynb 48
 def _denovo_row(net_diff_card, head, wd: Path, batch_size, relax_batch, device, progress, hull=None) -> tuple:
     "Metrics and per-structure tables of one de novo (or reference) row; every stage resumable by chunk in `wd`."
     from xtalnb.demo import chunk_seed, run_chunks
@@ -508,7 +508,7 @@ def yardstick(model=None, task: str | None = None, n: int = 1000, steps=None, se
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/17_yardstick.ipynb 26
+# %% ../nbs/17_yardstick.ipynb 51
 PLOT_METRICS = {"match_rate": "CSP match rate", "rmse": "CSP RMSE", "valid": "valid (struct. & SMACT)",
                 "spp_pass": "passes SPP", "compact_window": "in PIGEN C window", "wdist_density": "W(density)",
                 "unique_novel": "unique & novel", "ehull_below_100meV": "E_hull < 0.1 eV/atom", "sun": "S.U.N."}

@@ -80,6 +80,68 @@ def val_losses(names=None, val_size: int = 2048, device="cpu"):
     return t
 
 
+def grad_share(names=None, n: int = 128, device="cpu"):
+    """How much each weighted loss term drives the shared trunk: the norm of its gradient on the network's parameters outside
+    the output heads, on the first `n` mp_20 val crystals at one seeded draw of t and noise, for every de novo snapshot.
+    A term whose gradient is orders of magnitude below the others is barely trained. Rows go to grad_share.csv."""
+    import pandas as pd
+    import torch
+
+    from xtalnb.checkpoint import load_model
+    from xtalnb.crystal import CrystalBatch
+    from xtalnb.data import load_dataset
+    from xtalnb.utils import atomic_write_text
+    val = load_dataset("mp_20", "val", progress=False)[:n]
+    rows = []
+    for name, pt in snapshots(names):
+        model, diffusion, card = load_model(pt, device=device)
+        if card["task"] != "denovo":
+            continue
+        w = card["spec"]["train"]["loss_weights"]
+        b = CrystalBatch.from_crystals(val, device=device)
+        g = torch.Generator().manual_seed(0)
+        t = diffusion.sample_t(len(val), generator=g)
+        noisy, targets = diffusion.q_sample(b, t, generator=g)
+        model.train()
+        out = model(noisy["types"], noisy["frac"], noisy["lattice"], b.num_atoms, b.batch, diffusion.model_time(t))
+        losses = diffusion.losses(out, targets, b)
+        trunk = [p for k, p in model.named_parameters() if p.requires_grad and not k.split(".")[0].endswith("_out")]
+        row = {"recipe": name, "snapshot": pt.stem, "family": card["family"], "train_cpu_hours": card["cpu_hours"]}
+        for k, v in losses.items():
+            grads = torch.autograd.grad(w[k] * v, trunk, retain_graph=True, allow_unused=True)
+            row[f"loss_{k}"], row[f"weight_{k}"] = float(v), w[k]
+            row[f"grad_{k}"] = float(torch.sqrt(sum((x ** 2).sum() for x in grads if x is not None)))
+        if diffusion.discrete_types:   # D3PM: do masked atoms follow the crystal's revealed elements?
+            row.update(type_coherence(model, diffusion, b))
+        rows.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    t = pd.DataFrame(rows)
+    atomic_write_text(t.to_csv(index=False), RESULTS / "grad_share.csv")
+    return t
+
+
+def type_coherence(model, diffusion, b, ts=(100, 500)) -> dict:
+    """For a D3PM model: at step t (a fraction t/T of the atoms masked), the predicted probability that a masked atom is one
+    of the elements its crystal contains (`coh_t<t>`). A model that has learnt that crystals have few elements puts most
+    of its mass there once most atoms are revealed; a model that predicts every atom from the element marginals does not."""
+    import torch
+    out = {}
+    z0 = b.atomic_numbers - 1
+    present = torch.zeros(len(b.num_atoms), diffusion.types.K, dtype=torch.float64)
+    present[b.batch, z0] = 1.0
+    model.eval()
+    for t_int in ts:
+        g = torch.Generator().manual_seed(1)
+        t = torch.full((len(b.num_atoms),), t_int, dtype=torch.long)
+        noisy, _ = diffusion.q_sample(b, t, generator=g)
+        with torch.no_grad():
+            logits = model(noisy["types"], noisy["frac"], noisy["lattice"], b.num_atoms, b.batch, diffusion.model_time(t))["types"]
+        masked = noisy["types"] == diffusion.types.mask
+        mass = (torch.softmax(logits.double(), -1) * present[b.batch]).sum(1)
+        out[f"coh_t{t_int}"] = float(mass[masked].mean())
+    return out
+
+
 def table() -> str:
     "The pilot table (markdown): every measured snapshot's proxy metrics beside its validation losses."
     import pandas as pd
@@ -116,7 +178,8 @@ def plot(path=ROOT / "figures" / "pilot_curves.png"):
     t["recipe"] = t["model"].str.replace(r"-cpu[0-9.]+h$", "", regex=True)
     v = pd.read_csv(RESULTS / "val_loss.csv") if (RESULTS / "val_loss.csv").exists() else None
     top = [("csp", "match_rate", "CSP match rate (100 steps, n=200)"), ("denovo", "valid", "valid (struct. + SMACT)"),
-           ("denovo", "spp_pass", "passes SPP"), ("denovo", "compact_window", "inside PIGEN's C window")]
+           ("denovo", "spp_pass", "passes SPP"), ("denovo", "compact_window", "inside PIGEN's C window"),
+           ("denovo", "wdist_n_elements", "W(#elements) to train")]
     bottom = [("csp", "val_lattice", "CSP val loss: lattice"), ("csp", "val_frac", "CSP val loss: frac. coords"),
               ("denovo", "val_lattice", "de novo val loss: lattice"), ("denovo", "val_frac", "de novo val loss: frac. coords")]
     fig, axs = plt.subplots(2 if v is not None else 1, len(top), figsize=(4 * len(top), 6.6 if v is not None else 3.3),
@@ -127,13 +190,15 @@ def plot(path=ROOT / "figures" / "pilot_curves.png"):
                 g = g.sort_values("train_cpu_hours")
                 ax.plot(g["train_cpu_hours"], g[col], "o-", label=recipe.replace("pilot-", ""))
             ax.set_xlabel("training CPU-hours"); ax.set_title(title, fontsize=10); ax.legend(fontsize=7)
+        for ax in axs[row][len(panels):]:
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["measure", "valloss", "plot", "table"])
+    ap.add_argument("what", choices=["measure", "valloss", "gradshare", "plot", "table"])
     ap.add_argument("--csp-n", type=int, default=200)
     ap.add_argument("--denovo-n", type=int, default=500)
     ap.add_argument("--only", nargs="*")
@@ -145,5 +210,7 @@ if __name__ == "__main__":
         print(table())
     elif a.what == "valloss":
         val_losses(a.only)
+    elif a.what == "gradshare":
+        grad_share(a.only)
     else:
         print(plot())
