@@ -18,8 +18,9 @@ from .metrics import (METRICS, SPPTable, as_structure, as_structures, density, e
                             local_environment_descriptors, min_distance, n_elements, smact_validity, structural_validity)
 
 # %% auto 0
-__all__ = ['COMP_FP_STATS', 'DESCRIPTORS', 'element_features', 'composition_fingerprint', 'coverage', 'wasserstein', 'sun_flags',
-           'evaluate', 'summarize', 'plot_descriptor_distributions', 'report_generated']
+__all__ = ['COMP_FP_STATS', 'DESCRIPTORS', 'REFERENCE_DATASET', 'REFERENCE_LABEL', 'REFERENCE_FILES', 'element_features',
+           'composition_fingerprint', 'coverage', 'wasserstein', 'sun_flags', 'evaluate', 'summarize',
+           'reference_metrics_dir', 'reference_metrics_path', 'plot_descriptor_distributions', 'report_generated']
 
 # %% ../nbs/07c_evaluation.ipynb 6
 _VALENCE = {"s": 0, "p": 1, "d": 2, "f": 3}
@@ -179,6 +180,29 @@ def summarize(df: pd.DataFrame) -> dict:
     return out
 
 # %% ../nbs/07c_evaluation.ipynb 24
+REFERENCE_DATASET = "mp20_subset"                        # the dataset the cached reference rows were computed on
+REFERENCE_LABEL = "mp20_subset (a third of MP-20)"       # how figures and tables name it
+REFERENCE_FILES = {"train": "metrics_reference_train.csv", "test": "metrics_reference_test.csv",
+                   "test_full": "metrics_reference_test_full.csv", "summary": "metrics_reference_summary.json",
+                   "frameworks_train": "metrics_frameworks_train.csv"}
+
+def reference_metrics_dir() -> Path:
+    "Where the cached reference rows of real crystals live: `results/metrics` of the source tree (`xtalnb.utils.source_root`)."
+    from xtalnb.utils import source_root
+    return source_root() / "results" / "metrics"
+
+def reference_metrics_path(name: str, reference_dir=None, must_exist: bool = True) -> Path:
+    """Path of the cached reference file `name` (a key of `REFERENCE_FILES`) in `reference_dir` (default `reference_metrics_dir()`).
+    A missing file raises `FileNotFoundError` naming it and its origin, unless `must_exist=False` (for the cells that write it)."""
+    if name not in REFERENCE_FILES: raise ValueError(f"unknown reference file {name!r}; choose from {sorted(REFERENCE_FILES)}")
+    p = Path(reference_dir if reference_dir is not None else reference_metrics_dir()) / REFERENCE_FILES[name]
+    if must_exist and not p.is_file():
+        raise FileNotFoundError(f"{p} not found: the {REFERENCE_DATASET} reference tables are results of the slow cells of "
+                                "nbs/07c_evaluation.ipynb, kept in results/metrics/ of a source checkout (an installed package has "
+                                "no results/); run from the source tree or pass reference_dir=<a folder holding them>")
+    return p
+
+# %% ../nbs/07c_evaluation.ipynb 29
 def plot_descriptor_distributions(tables: dict, path=None, columns=("compactness", "m_led", "spp", "complexity")):
     "Overlayed histograms of descriptor columns, one curve per labelled table; saves to `path` if given."
     import matplotlib.pyplot as plt
@@ -197,14 +221,22 @@ def plot_descriptor_distributions(tables: dict, path=None, columns=("compactness
     if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120)
     return fig
 
-def report_generated(structures, training_structures, label: str = "generated", reference_dir="data", figure="figures/metrics_generated.png",
+def report_generated(structures, training_structures, label: str = "generated", reference_dir=None, figure="figures/metrics_generated.png",
                      out=None, e_hull=None, n_jobs: int = 1) -> tuple:
-    "Evaluate generated structures against `training_structures` and plot them over the cached mp20_subset train/test reference tables."
-    df, summary = evaluate(structures, reference=training_structures, e_hull=e_hull, distribution_reference=None, n_jobs=n_jobs, out=out)
+    """Evaluate generated structures against `training_structures` and plot them over the cached train/test reference tables of
+    real crystals in `reference_dir` (default `reference_metrics_dir()`: `REFERENCE_DATASET`, a third of MP-20).
+    `reference_dir=False` plots the generated structures alone; a folder holding neither table is a `FileNotFoundError`."""
     tables = {}
-    for name in ("train", "test"):
-        p = Path(reference_dir) / f"metrics_reference_{name}.csv"
-        if p.exists(): tables[f"mp20_subset {name}"] = pd.read_csv(p)
+    if reference_dir is not False:
+        d = Path(reference_dir) if reference_dir is not None else reference_metrics_dir()
+        paths = {name: reference_metrics_path(name, d, must_exist=False) for name in ("train", "test")}
+        if not any(p.is_file() for p in paths.values()):
+            raise FileNotFoundError(f"no reference tables ({', '.join(p.name for p in paths.values())}) in {d}: they are results of "
+                                    "nbs/07c_evaluation.ipynb kept in results/metrics/ of a source checkout (an installed package "
+                                    "has no results/); pass reference_dir=<a folder holding them>, or reference_dir=False to plot "
+                                    "without them")
+        tables = {f"{REFERENCE_LABEL} {name}": pd.read_csv(p) for name, p in paths.items() if p.is_file()}
+    df, summary = evaluate(structures, reference=training_structures, e_hull=e_hull, distribution_reference=None, n_jobs=n_jobs, out=out)
     tables[label] = df
     plot_descriptor_distributions(tables, figure)
     return df, summary
