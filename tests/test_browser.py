@@ -160,9 +160,14 @@ def browser(lab):
 
 
 # JavaScript against the JupyterLab application object (LabApp.expose_app_in_browser)
+# The notebook is looked up among the main-area widgets by path and activated: `shell.currentWidget` alone stays null in some
+# headless Chromium builds (no window focus), and the notebook commands act on the active notebook.
 JS_STATE = """
-const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-if (!w || !w.content || !w.content.widgets || !w.sessionContext || !w.sessionContext.session) return null;
+const app = window.jupyterapp;
+if (!app) return null;
+const w = Array.from(app.shell.widgets('main')).find(x => x.context && x.content && x.context.path === arguments[0]);
+if (!w || !w.content.widgets || !w.sessionContext || !w.sessionContext.session) return null;
+if (app.shell.currentWidget !== w) app.shell.activateById(w.id);
 const k = w.sessionContext.session.kernel;
 const code = w.content.widgets.filter(c => c.model.type === 'code');
 return {kernel: k ? k.name : null, status: k ? k.status : null, path: w.context.path,
@@ -197,7 +202,7 @@ def test_index_runs_in_jupyterlab(lab, browser):
     blob_before = git_blob(nb_path)
     try:
         driver.get(f"{base}/lab/tree/{NB}?token={token}&reset")
-        state = wait_for(driver, lambda: (s := driver.execute_script(JS_STATE)) and s["status"] == "idle" and s,
+        state = wait_for(driver, lambda: (s := driver.execute_script(JS_STATE, NB)) and s["status"] == "idle" and s,
                          180, "the kernel of index.ipynb")
         assert state["kernel"] == "xtalnb", f"index.ipynb runs on kernel {state['kernel']!r}, not this checkout's 'xtalnb'"
         shot(driver, "01_opened")
@@ -208,7 +213,7 @@ def test_index_runs_in_jupyterlab(lab, browser):
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
 
         def finished():
-            s = driver.execute_script(JS_STATE)
+            s = driver.execute_script(JS_STATE, NB)
             if s is None:
                 return None
             if s["errors"]:
@@ -255,7 +260,9 @@ def test_index_runs_in_jupyterlab(lab, browser):
         # saving the run notebook (what autosave does) writes back exactly the source: nothing for git to see
         status_before = git_status()
         mtime = nb_path.stat().st_mtime_ns
-        driver.execute_script("window.jupyterapp.commands.execute('docmanager:save');")
+        driver.execute_script("""
+            const w = Array.from(window.jupyterapp.shell.widgets('main')).find(x => x.context && x.context.path === arguments[0]);
+            w.context.save();""", NB)   # what docmanager:save does for the active notebook
         wait_for(driver, lambda: nb_path.stat().st_mtime_ns != mtime, 60, "the save of index.ipynb")
         time.sleep(1)
         saved = json.loads(nb_path.read_text())
