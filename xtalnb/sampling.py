@@ -198,7 +198,7 @@ def sample(model, diffusion, num_atoms=None, atomic_numbers=None, task: str | No
         out.failed.extend(failed)
     return out
 
-# %% ../nbs/04_sampling.ipynb 22
+# %% ../nbs/04_sampling.ipynb 23
 def combine_hooks(*hooks) -> SamplerHooks:
     """Merge several `SamplerHooks`: modifiers and projections keep their order; `predict`, `record` and `trace` are taken from
     the one hook that sets each (two that set the same one -> ValueError). Contradictory hard constraints raise here, before
@@ -246,7 +246,7 @@ def check_hook_compatibility(hooks: SamplerHooks) -> None:
         raise ValueError(f"contradictory constraints: {who} keeps {element_symbols(banned)} off the free sites and {' and '.join(src)} "
                          f"allow(s) only {element_symbols(allowed)}: the free sites would have no allowed element")
 
-# %% ../nbs/04_sampling.ipynb 27
+# %% ../nbs/04_sampling.ipynb 28
 def parse_composition(composition, formula_units: int = 1) -> np.ndarray:
     "Atomic numbers of one cell of `composition` (formula string or pymatgen Composition) times `formula_units`."
     from pymatgen.core import Composition
