@@ -304,7 +304,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
     model.to(device)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed, cpu_prev = 0, 0.0, 0.0
+    step, elapsed, cpu_prev, carry = 0, 0.0, 0.0, {}
     state_path = run_dir / "state.pt"
     if resume and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=False)
@@ -313,6 +313,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
             warnings.warn(f"resuming {state_path} with a different TrainConfig than it was started with")
         model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); ema.load_state_dict(st["ema"])
         step, elapsed, cpu_prev = st["step"], st["elapsed_s"], st.get("cpu_s", 0.0)
+        carry = {k: st[k] for k in ("spec", "threads", "parent") if k in st}   # what train_spec / a branch recorded
     log = CSVLog(run_dir / "log.csv", resume_step=step) if rank == 0 else None
     ddp_model = model
     if world > 1:
@@ -327,7 +328,7 @@ def train(model, diffusion, train_set, val_set, cfg: TrainConfig, run_dir, task:
             atomic_torch_save({"step": step, "elapsed_s": elapsed, "cpu_s": cpu_s(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                                "ema": ema.state_dict(), "train_config": dataclasses.asdict(cfg), "task": task,
                                "model_config": model.config, "diffusion_config": diffusion.config,
-                               "torch_rng": torch.get_rng_state()}, state_path)
+                               "torch_rng": torch.get_rng_state(), **carry}, state_path)
 
     t_start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=f"train {task}")
