@@ -37,7 +37,7 @@ PILOT = {
     "pilot-csp-diffcsp-512x6": model_spec("csp", "diffcsp", "512x6", steps=60_000),
     "pilot-denovo-diffcsp-512x6": model_spec("denovo", "diffcsp", "512x6", steps=60_000),
     # the MatterGen family with the type loss weighted 20 (as DiffCSP's de novo): at weight 1 its type loss gives the shared
-    # trunk a gradient 20x smaller than the coordinates' and 60x smaller than the lattice's (results/base_models/README.md)
+    # trunk a gradient 17x smaller than the coordinates' and 56x smaller than the lattice's at 0.8 CPU-h (results/base_models/README.md)
     "pilot-denovo-mattergen-w20-256x4": model_spec("denovo", "mattergen", "256x4", steps=200_000, w_types=20.0),
 }
 # Branches start from their parent's committed milestone (same weights, optimizer and CPU-hours) with their own objective;
