@@ -20,8 +20,11 @@ def adapter():
 
 
 @pytest.fixture(scope="module")
-def base():
-    return load_model("denovo-mp20")
+def base(adapter):
+    "The base model the adapter was fine-tuned on, by the name its card records (checked against the recorded SHA-256)."
+    net, d, card = load_model(adapter[2]["base_model"])
+    assert card["sha256"] == adapter[2]["base_sha256"], "the shipped base is not the one the adapter was trained on"
+    return net, d, card
 
 
 def test_unknown_property_is_refused_with_the_known_list(adapter):

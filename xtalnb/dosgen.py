@@ -277,7 +277,7 @@ def atom_condition(dos, num_atoms: list, conditioned) -> torch.Tensor:
     return torch.from_numpy(out)
 
 # %% ../nbs/15_dos_generation.ipynb 31
-def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "full", steps: int = 2000, batch_size: int = 32,
+def train_dos_conditional(name: str, crystals, base="denovo-mp20-diffcsp", mode: str = "full", steps: int = 2000, batch_size: int = 32,
                           lr: float = 2e-4, p_uncond: float = 0.2, p_atom_uncond: float = 0.2, run_dir=None,
                           time_budget_s: float | None = None, until_step: int | None = None, seed: int = 0, device="cpu",
                           progress: bool = True, export: bool | str = "done", out_dir=None, ckpt_every: int = 100,
@@ -293,7 +293,7 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20", mode: str = "
     after any call (`True`: e.g. to ship a run stopped early) or never (`False`); `data_desc` says in the card where the data came from."""
     from xtalnb.train import TrainConfig, default_run_dir, train
     from xtalnb.checkpoint import checkpoint_dir, load_model, save_model
-    if name in ("csp-mp20", "denovo-mp20"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
+    if name in ("csp-mp20", "denovo-mp20", "denovo-mp20-diffcsp"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
     if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     crystals = list(crystals)
     _check_labelled(crystals, DOS_POINTS)

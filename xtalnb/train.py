@@ -442,7 +442,8 @@ def model_spec(task: str, family: str = "diffcsp", size: str = "256x4", steps: i
                            grad_clip=1.0, loss_weights={"lattice": 1.0, "frac": 1.0, "types": w_types},
                            log_every=50, val_every=2000, val_size=512, ckpt_every=500, seed=0))
 
-DEFAULT_MODELS = {"csp-mp20": model_spec("csp"), "denovo-mp20": model_spec("denovo")}
+# the defaults the pilot chose (results/base_models/README.md): CSP in the DiffCSP family, de novo in the MatterGen family
+DEFAULT_MODELS = {"csp-mp20": model_spec("csp"), "denovo-mp20": model_spec("denovo", "mattergen")}
 
 def default_run_dir(name: str) -> Path:
     "Where the resumable training state of a model lives (outside the repository)."

@@ -60,7 +60,7 @@ for g in (2.0, 0.0) if args.only != "fixed" and not args.only_classifier else ()
 for el in ("Ti", "Co", "Cu", "Pd") if args.only != "masked" and not args.only_classifier else ():
     run(f"fixed_{el}_g2", num_atoms=[4, 5, 6, 7][:max(2, N_PER - 1)], gamma=2.0, fix_sites={0: el}, seed=args.seed + 1)
 
-# classifier-based guidance baseline (dosmatgen 2.3): the unconditional denovo-mp20 + gradient of the time-dependent surrogate's
+# classifier-based guidance baseline (dosmatgen 2.3): the unconditional denovo-mp20-diffcsp + gradient of the time-dependent surrogate's
 # match to the target on atom 0 (sigma_y from --sigma-y: 0.1 by default; the s6 classifier collapses every cell at 0.1, not at 0.3),
 # same atom counts and seed as masked_g2
 if Path("data/checkpoints/dos-classifier.pt").exists() and args.only != "fixed":
@@ -68,7 +68,7 @@ if Path("data/checkpoints/dos-classifier.pt").exists() and args.only != "fixed":
     from xtalnb.dosgen import DOSMatch, atom_condition
     from xtalnb.sampling import SamplerHooks, sample
     cls_net = load_model("dos-classifier")[0]
-    base_net, diffusion, _ = load_model("denovo-mp20")
+    base_net, diffusion, _ = load_model("denovo-mp20-diffcsp")
     def classifier_guided():
         cg = ClassifierGuidance(DOSMatch(cls_net, atom_condition(y, nums, (0,))), target=0.0, sigma_y=args.sigma_y)
         return sample(base_net, diffusion, num_atoms=nums, hooks=SamplerHooks(modifiers=[cg]), steps=100, seed=args.seed,

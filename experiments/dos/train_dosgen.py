@@ -88,7 +88,7 @@ if __name__ == "__main__":
         ys = np.concatenate([c.atom_props["dos"].ravel() for c in data["train"]])
         def make():
             torch.manual_seed(0)
-            return DOSSurrogate(y_scale=float(ys.std())).init_from_denoiser(load_model("denovo-mp20")[0])
+            return DOSSurrogate(y_scale=float(ys.std())).init_from_denoiser(load_model("denovo-mp20-diffcsp")[0])
         model = make()
         res = train_dos_surrogate(model, data["train"], run, val_set=data["val"], steps=steps, batch_size=32, lr=5e-4, ckpt_every=50,
                                   progress=False)
@@ -99,7 +99,7 @@ if __name__ == "__main__":
         card = {"data": f"GFN1-xTB per-atom DOS (data/dos, 7 Å Γ supercells): {len(data['train'])} train / {len(data['val'])} val "
                         f"structures of the MP-20 train split, test = {len(data['test'])} labelled MP-20 test-split structures "
                         f"(data/dos/{split_path.name})",
-                "init": "trunk of denovo-mp20 (type/time embeddings, 4 message-passing layers, final LayerNorm); new 400-output head",
+                "init": "trunk of denovo-mp20-diffcsp (type/time embeddings, 4 message-passing layers, final LayerNorm); new 400-output head",
                 "val_mae": val["mae"], "test_mae": test["mae"], "test_atoms": test["n_atoms"], "test_mean_abs_dos": test["mean_abs_dos"],
                 "test_mae_mean_dos_baseline": base, "mae_units": "states/eV/atom, mean over 400 grid points and atoms",
                 "hardware": "CPU (2 cores shared by several jobs, nice 19)", "seed": 0,
@@ -108,7 +108,7 @@ if __name__ == "__main__":
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours", "val_mae", "test_mae", "test_mae_mean_dos_baseline")}), flush=True)
     elif what == "classifier":      # time-dependent surrogate g(y | S_t, t) for classifier-based guidance (dosmatgen 2.3)
         run = default_run_dir("dos-classifier" + suffix)
-        base_net, diffusion, _ = load_model("denovo-mp20")
+        base_net, diffusion, _ = load_model("denovo-mp20-diffcsp")
         ys = np.concatenate([c.atom_props["dos"].ravel() for c in data["train"]])
         torch.manual_seed(0)
         model = DOSSurrogate(y_scale=float(ys.std())).init_from_denoiser(base_net)
@@ -116,7 +116,7 @@ if __name__ == "__main__":
                             progress=False)
         card = export_surrogate("data/checkpoints/dos-classifier", run, {
             "data": f"{len(data['train'])} train structures (data/dos/{split_path.name})",
-            "init": "trunk of denovo-mp20; trained on structures noised by denovo-mp20's diffusion, t ~ U{1..T}",
+            "init": "trunk of denovo-mp20-diffcsp; trained on structures noised by denovo-mp20-diffcsp's diffusion, t ~ U{1..T}",
             "use": "xtalnb.classifier.ClassifierGuidance(xtalnb.dosgen.DOSMatch(model, atom_target), target=0, sigma_y=...)"})
         print(json.dumps({k: card[k] for k in ("steps", "wall_hours")}), flush=True)
     elif what == "generator":
