@@ -220,6 +220,7 @@ def plot_discovery(d: Discovery, max_show: int = 6, title: str | None = None):
     """One figure: the relaxed S.U.N. candidates (formula, space group, E_hull) above the E_hull of every relaxed structure
     (candidates in colour, the 0.1 eV/atom stability line dashed); says so in the figure when no candidate survived."""
     import matplotlib.pyplot as plt
+    from ase.data import atomic_numbers, colors
     from ase.visualize.plot import plot_atoms
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -237,6 +238,10 @@ def plot_discovery(d: Discovery, max_show: int = 6, title: str | None = None):
             sg = "?"
         ax.set_title(f"{s.composition.reduced_formula}  {sg}\nE_hull = {1000 * r['e_hull']:+.0f} meV/atom", fontsize=8)
         ax.axis("off")
+        els = [e.symbol for e in s.composition.elements]          # element colours (ASE's jmol colours, as drawn)
+        ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", mec="k", mfc=colors.jmol_colors[atomic_numbers[e]], label=e)
+                           for e in els], loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(els), 4), fontsize=7,
+                  frameon=False, handletextpad=0.1)
     if len(cand) == 0:
         ax = fig.add_subplot(gs[0, :])
         ax.text(0.5, 0.5, "no stable, unique and novel candidate\n\n" + "\n".join(f"{r.stage}: {r.n}" for r in d.counts.itertuples()),
@@ -257,8 +262,10 @@ def plot_discovery(d: Discovery, max_show: int = 6, title: str | None = None):
     ax.axhline(0, color="k", lw=0.6)
     ax.legend(handles=[Patch(color="C2", label="S.U.N. candidate"), Patch(color="0.6", label="not stable, unique or novel"),
                        plt.Line2D([], [], ls="--", color="C3", label="stability threshold 0.1 eV/atom")], fontsize=7)
-    ax.set_ylabel("E_hull (meV/atom)"); ax.set_title("relaxed structures on the MP-20 hull", fontsize=9)
-    fig.suptitle(title or f"{d.summary.get('n', len(d.table))} generated, {len(d.candidates)} S.U.N. candidates", fontsize=10)
+    ax.set_ylabel("E_hull (meV/atom)"); ax.set_xlabel("relaxed structure (formula, sample index)", fontsize=8)
+    ax.set_title("relaxed structures on the MP-20 hull", fontsize=9)
+    k = len(d.candidates)
+    fig.suptitle(title or f"{d.summary.get('n', len(d.table))} generated, {k} S.U.N. candidate{'' if k == 1 else 's'}", fontsize=10)
     fig.tight_layout()
     return fig
 
