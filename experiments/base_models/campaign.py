@@ -4,7 +4,7 @@ time at every round, then the chosen recipes continued to the campaign budget.
     nice -n 19 python experiments/base_models/campaign.py pilot --round-cpu-h 0.2 --until-cpu-h 1.0
     nice -n 19 python experiments/base_models/campaign.py milestone        # compact states into milestones/ (commit them)
     nice -n 19 python experiments/base_models/campaign.py campaign --until-cpu-h 20   # the chosen recipes, continued
-    python experiments/base_models/campaign.py ship denovo-mp20 --replace  # export a campaign run as the shipped model
+    python experiments/base_models/campaign.py ship denovo-mp20 --replace --from-milestone  # the committed milestone, shipped
 
 Run directories live outside the repository (`xtalnb.train.default_run_dir`); a missing one is restored from
 `milestones/<name>.pt`. EMA snapshots for the learning curves go to `<run dir>/snapshots/` every `--snapshot-cpu-h`.
@@ -92,16 +92,25 @@ def run_round_robin(recipes: dict, round_cpu_h: float, until_cpu_h: float, snaps
         r += 1
 
 
-def ship(name: str, replace: bool = False):
+def ship(name: str, replace: bool = False, from_milestone: bool = False):
     """Export the EMA weights of the campaign run behind `name` to data/checkpoints/<name>.pt with a new card. Refuses to
-    replace a shipped file unless `replace` (a default never overwrites a shipped file)."""
+    replace a shipped file unless `replace` (a default never overwrites a shipped file). `from_milestone`: export the
+    committed milestone instead of the live run (the shipped file is then rebuilt from git alone)."""
+    import tempfile
+
     from xtalnb.checkpoint import checkpoint_dir
     from xtalnb.train import export_default
     run = CAMPAIGN[name]
     out = checkpoint_dir() / f"{name}.pt"
     if out.exists() and not replace:
         raise FileExistsError(f"{out} is shipped; pass --replace to replace it with the campaign run {run}")
-    card = export_default(name, default_run_dir(run), spec=PILOT[run], out_path=out)
+    with tempfile.TemporaryDirectory() as td:
+        rd = default_run_dir(run)
+        if from_milestone:
+            if not (MILESTONES / f"{run}.pt").exists():
+                raise FileNotFoundError(f"no committed milestone {MILESTONES / f'{run}.pt'}")
+            rd = restore_milestone(MILESTONES / f"{run}.pt", Path(td)).parent
+        card = export_default(name, rd, spec=PILOT[run], out_path=out)
     print(f"{out.name}: {run} at step {card['steps']}, {card['cpu_hours']:.2f} CPU-h")
     return card
 
@@ -120,6 +129,7 @@ if __name__ == "__main__":
     ap.add_argument("what", choices=["pilot", "milestone", "campaign", "ship"])
     ap.add_argument("name", nargs="?", help="ship: the shipped model name (a key of CAMPAIGN)")
     ap.add_argument("--replace", action="store_true", help="ship: replace the shipped file")
+    ap.add_argument("--from-milestone", action="store_true", help="ship: export the committed milestone, not the live run")
     ap.add_argument("--round-cpu-h", type=float, default=0.2)
     ap.add_argument("--until-cpu-h", type=float, default=1.0)
     ap.add_argument("--snapshot-cpu-h", type=float, default=0.2)
@@ -134,6 +144,6 @@ if __name__ == "__main__":
     elif a.what == "ship":
         if a.name not in CAMPAIGN:
             ap.error(f"ship needs a model name from {sorted(CAMPAIGN)}")
-        ship(a.name, a.replace)
+        ship(a.name, a.replace, a.from_milestone)
     else:
         write_milestones(recipes)
