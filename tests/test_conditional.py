@@ -138,9 +138,11 @@ def test_new_condition_sources_hhi_magnetic_density_bulk(tmp_path):
         attach_conditions(ds, ["magdens"])
 
 
-def test_joint_adapter_C_MLED_is_base_at_gamma_zero_and_uses_both_conditions(base):
+def test_joint_adapter_C_MLED_is_base_at_gamma_zero_and_uses_both_conditions():
     "The (C, M_LED) adapter: trained on both; γ = 0 reproduces the base model; each condition changes the output; a missing one is null."
     net, d, card = load_model("denovo-mp20-adapter-C-MLED")
+    base = load_model(card["base_model"])
+    assert base[2]["sha256"] == card["base_sha256"], "the shipped base is not the one the adapter was trained on"
     assert card["conditions"] == ["compactness", "m_led"] and card["finetune_mode"] == "adapter"
     with pytest.raises(ValueError, match=r"not trained on condition 'band_gap'"):
         generate(n=1, model=(net, d, card), cond={"compactness": 0.7, "band_gap": 1.0}, steps=2, progress=False)
