@@ -200,7 +200,8 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
         card = {"task": task, "family": diffusion.config.get("family"), "base_model": base_card.get("name"), "base_sha256": base_card.get("sha256"),
                 "finetune_mode": mode, "conditions": props, "condition_ranges": ranges, "p_uncond": p_uncond,
                 "data": f"{data_desc or 'mp20_subset train'} ({len(train_set)} crystals) labelled with {props}", "steps": st["step"],
-                "wall_hours": st["elapsed_s"] / 3600, "hardware": "CPU (2 cores, shared, nice 19)", "seed": seed,
+                "wall_hours": st["elapsed_s"] / 3600, "cpu_hours": st.get("cpu_s", float("nan")) / 3600,
+                "hardware": "CPU (2-core machine shared with other work; cpu_hours is the training process's own CPU time)", "seed": seed,
                 "train_config": dataclasses.asdict(cfg), "trainable_parameters": n_train,
                 "num_atoms_distribution": np.asarray(base_card.get("num_atoms_distribution") or num_atoms_distribution(train_set)).tolist()}
         out["card"] = save_model(Path(out_dir or checkpoint_dir()) / name, model, diffusion, card=card, state_dict=st["ema"]["shadow"])

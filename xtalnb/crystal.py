@@ -144,7 +144,7 @@ class Crystal:
         return (f"Crystal({self.formula}, N={self.num_atoms}, abc=({a:.3f}, {b:.3f}, {c:.3f}) Å, "
                 f"angles=({al:.1f}, {be:.1f}, {ga:.1f})°{', id=' + str(self.id) if self.id else ''})")
 
-# %% ../nbs/00_crystal.ipynb 19
+# %% ../nbs/00_crystal.ipynb 21
 def right_handed(L, X):
     """Return an equivalent right-handed (lattice, frac) pair: flip vector a and the first coordinate if det < 0.
     Cartesian positions X @ L are unchanged (the flip of a and of x cancel), so it is the same crystal."""
@@ -231,7 +231,7 @@ Crystal.from_cif = classmethod(_from_cif)
 Crystal.to_cif = _to_cif
 Crystal.niggli = _niggli
 
-# %% ../nbs/00_crystal.ipynb 25
+# %% ../nbs/00_crystal.ipynb 27
 def element_z(el) -> int:
     "Atomic number of a symbol ('Fe') or number (26), checked to lie in 1..100 (`MAX_Z`)."
     if isinstance(el, (int, np.integer)): z = int(el)
@@ -247,7 +247,7 @@ def element_symbols(zs) -> str:
     from pymatgen.core import Element
     return "{" + ", ".join(Element.from_Z(int(z)).symbol for z in sorted(zs)) + "}"
 
-# %% ../nbs/00_crystal.ipynb 30
+# %% ../nbs/00_crystal.ipynb 32
 def _is_numeric(v):
     return isinstance(v, (int, float, bool, np.integer, np.floating)) or (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
 

@@ -327,7 +327,7 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20-diffcsp", mode:
                 "atom_cond_units": "per-atom DOS, states/eV/atom (both spins) on xtalnb.dos.dos_grid() (400 points, E - E_F in [-10, 10] eV)",
                 "atom_cond_scale_folded": float(scale), "p_uncond": p_uncond, "p_atom_uncond": p_atom_uncond,
                 "data": f"{len(crystals)} crystals with GFN1-xTB per-atom DOS ({data_desc or 'data/dos'})", "steps": res["step"],
-                "wall_hours": res["elapsed_s"] / 3600, "hardware": "CPU (2 cores, shared, nice 19)", "seed": seed,
+                "wall_hours": res["elapsed_s"] / 3600, "hardware": "CPU (2-core machine shared with other work)", "seed": seed,
                 "train_config": dataclasses.asdict(cfg), "trainable_parameters": out["trainable_parameters"],
                 "num_atoms_distribution": list(base_card.get("num_atoms_distribution") or [])}
         out["card"] = save_model(Path(out_dir or checkpoint_dir()) / name, model, diffusion, card=card, state_dict=sd)

@@ -52,7 +52,7 @@ class ClassifierFreeGuidance:
 
     def __repr__(self): return f"ClassifierFreeGuidance(gamma={self.gamma})"
 
-# %% ../nbs/05_guidance.ipynb 13
+# %% ../nbs/05_guidance.ipynb 15
 KNOWN_CONDITIONS = {
     "formation_energy_per_atom": "scalar, eV/atom (MP-20 CSV)",
     "band_gap": "scalar, eV (MP-20 CSV)",
@@ -150,7 +150,7 @@ def check_conditions(cond: dict, model=None, card: dict | None = None, n: int | 
     return out
 
 
-# %% ../nbs/05_guidance.ipynb 19
+# %% ../nbs/05_guidance.ipynb 21
 def eps_score_factor(proc, t, like, num_atoms=None):
     "c_t = σ(n)·√(1−ᾱ_t) of a `GaussianVP` field: ε̂ = −c_t ŝ, so a score shift δ is ε̂ ← ε̂ − c_t δ. Broadcasts against `like`."
     _, sd = proc.limit_mean_std(num_atoms, like)
