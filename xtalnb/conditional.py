@@ -24,7 +24,7 @@ __all__ = ['CSV_PROPS', 'DATASET_PROPS', 'COMPUTED_PROPS', 'CACHED_PROPS', 'FINE
            'chemical_system_vector', 'space_group_number', 'default_m_led_cache', 'default_label_cache',
            'attach_conditions', 'condition_specs', 'conditional_model', 'finetune_conditional', 'sample_shift',
            'measure_shift', 'within_cell_limits', 'guidance_shift', 'element_table', 'structure_features',
-           'PropertyRegressor', 'fit_property_regressor', 'save_regressor', 'load_regressor']
+           'PropertyRegressor', 'fit_property_regressor', 'save_regressor', 'load_regressor', 'space_group_num_atoms']
 
 # %% ../nbs/11_conditional.ipynb 5
 CSV_PROPS = ("formation_energy_per_atom", "band_gap", "e_above_hull")   # columns of the MP-20 CSV, read by xtalnb.data
@@ -432,3 +432,15 @@ def load_regressor(name_or_path) -> tuple:
     card = json.loads(p.with_suffix(".json").read_text()) if p.with_suffix(".json").exists() else {}
     return reg.eval(), card
 
+
+# %% ../nbs/11_conditional.ipynb 53
+def space_group_num_atoms(space_group: int, n: int, dataset: str = "mp_20", split: str = "train", seed: int = 0) -> list:
+    """`n` atom counts drawn (seeded) from the `dataset` crystals of `space_group` (their `spacegroup.number` label), for
+    `generate(num_atoms=...)` with a space-group condition: a cell whose atom count the group does not admit cannot reach it."""
+    from xtalnb.data import load_dataset
+    if not (isinstance(space_group, (int, np.integer)) and 1 <= int(space_group) <= 230):
+        raise ValueError(f"space_group must be an international number 1..230, got {space_group!r}")
+    if int(n) <= 0: raise ValueError(f"n must be positive, got {n}")
+    counts = [c.num_atoms for c in load_dataset(dataset, split, progress=False) if c.props.get("spacegroup.number") == int(space_group)]
+    if not counts: raise ValueError(f"no {dataset} {split} crystal is labelled space group {space_group}: no atom counts to draw")
+    return [int(x) for x in np.random.default_rng(seed).choice(counts, int(n))]

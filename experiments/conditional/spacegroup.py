@@ -74,13 +74,6 @@ def _groups(s) -> dict:
     return out
 
 
-def group_num_atoms(target: int, n: int, seed: int = 0) -> list:
-    "n atom counts drawn (seeded) from the training crystals of space group `target` (mp_20 train, the CSV's group)."
-    from xtalnb.data import load_dataset
-    counts = [c.num_atoms for c in load_dataset("mp_20", "train", progress=False) if c.props.get("spacegroup.number") == target]
-    return [int(x) for x in np.random.default_rng(seed).choice(counts, n)]
-
-
 def compatible_share() -> pd.DataFrame:
     """How often an atom count drawn from all of train is one that training crystals of the target group have at all (a
     space group allows only cells whose atom count is a sum of its Wyckoff multiplicities)."""
@@ -115,8 +108,9 @@ def measure(model: str, tag: str, n: int, relax_steps: int, atoms_from_group: bo
         if len(have):
             continue
         if atoms_from_group:
+            from xtalnb.conditional import space_group_num_atoms
             from xtalnb.sampling import generate
-            structs = generate(num_atoms=group_num_atoms(t, n), model=net, cond={"space_group": float(t)}, guidance=g,
+            structs = generate(num_atoms=space_group_num_atoms(t, n), model=net, cond={"space_group": float(t)}, guidance=g,
                                steps=100, seed=0, progress=False)
         else:
             df = sample_shift(net, [{"space_group": float(t if t is not None else TARGETS[0])}], gammas=(g,), n=n, steps=100,
