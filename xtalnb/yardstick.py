@@ -515,8 +515,9 @@ PLOT_METRICS = {"match_rate": "CSP match rate", "rmse": "CSP RMSE", "valid": "va
 
 def plot_yardstick(table=None, metrics=("match_rate", "valid", "spp_pass", "ehull_below_100meV", "sun"), path=None,
                    scale: str | None = None):
-    """Each metric against the model's training CPU-hours (learning curves): one line per model family and sampler step
-    count, the reference row (test split) as a dashed line. Saves to `path` only when given; returns the figure."""
+    """Each metric against the model's training CPU-hours (learning curves): one line per model, training data and sampler step
+    count (a shipped name whose weights were retrained on other data is another line), the reference row (test split) as a
+    dashed line. Saves to `path` only when given; returns the figure."""
     import matplotlib.pyplot as plt
     t = load_table() if table is None else table.copy()
     if scale is not None:
@@ -527,16 +528,22 @@ def plot_yardstick(table=None, metrics=("match_rate", "valid", "spp_pass", "ehul
     fig, axs = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     ref = t[t["model"].astype(str).str.startswith("reference:")]
     mod = t.drop(ref.index)
+    keys = list(mod.groupby(["model", "train_data", "steps"], dropna=False).groups)
+    colour = {k: f"C{i % 10}" for i, k in enumerate(keys)}       # one colour per line in every panel
     for ax, m in zip(axs[0], metrics):
-        for (name, steps), g in mod.groupby(["model", "steps"], dropna=False):
+        for (name, data, steps), g in mod.groupby(["model", "train_data", "steps"], dropna=False):
             g = g.dropna(subset=[m]).sort_values("train_cpu_hours")
             if len(g):
-                ax.plot(g["train_cpu_hours"].astype(float), g[m].astype(float), "o-", label=f"{name}, {steps:g} steps")
+                ax.plot(g["train_cpu_hours"].astype(float), g[m].astype(float), "o-", color=colour[(name, data, steps)],
+                        label=f"{name} ({str(data).split(' ')[0]}), {steps:g} steps")
         for _, r in ref.dropna(subset=[m]).iterrows():
             ax.axhline(float(r[m]), ls="--", color="grey", label=f"{r['model']} (n={r['n']})")
         ax.set_xlabel("training CPU-hours"); ax.set_title(PLOT_METRICS.get(m, m))
-    axs[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles = {}
+    for ax in axs[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()): handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center", ncol=min(len(handles), 4))
+    fig.tight_layout(rect=(0, 0.06 * ((len(handles) + 3) // 4), 1, 1))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
