@@ -2,7 +2,7 @@
 lands (or not) in the target group. Produces results/conditional/spacegroup/ (per-structure CSV, summary CSV, figure) and, with
 `train`, an adapter checkpoint in the run directory (`export/`), copied to data/checkpoints/ only by `ship`.
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/conditional/spacegroup.py train   [--base denovo-mp20] [--steps 3000]
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/conditional/spacegroup.py train   [--base denovo-mp20]
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/conditional/spacegroup.py measure [--model NAME_OR_PT] [--tag TAG]
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/conditional/spacegroup.py measure --atoms-from-group --tag new-base-group-atoms
     .venv/bin/python experiments/conditional/spacegroup.py counts      # training crystals per target group, mp_20 train
@@ -19,12 +19,10 @@ Training, sampling and relaxation resume: the run directory keeps the training s
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import refinetune  # beside this script
 import torch
 
 from xtalnb.utils import atomic_write_text, source_root
@@ -34,21 +32,6 @@ TARGETS = (225, 62, 194)                     # Fm-3m, Pnma, P6_3/mmc: common in 
 GAMMAS = (0.0, 2.0, 4.0)
 SYMPRECS = (0.1, 0.01)
 OUT = source_root() / "results" / "conditional" / "spacegroup"
-
-
-def export_dir() -> Path:
-    from xtalnb.train import default_run_dir
-    return default_run_dir(NAME) / "export"
-
-
-def train(base: str, steps: int, budget_s: float | None):
-    from xtalnb.conditional import finetune_conditional
-    from xtalnb.data import load_dataset
-    ds = load_dataset("mp_20", "train", progress=False)
-    res = finetune_conditional(NAME, "space_group", base=base, train_set=ds, steps=steps, batch_size=32, lr=1e-3,
-                               p_uncond=0.2, time_budget_s=budget_s, progress=False, out_dir=export_dir(),
-                               data_desc="mp_20 train")
-    print({k: v for k, v in res.items() if k != "card"}, flush=True)
 
 
 def counts():
@@ -168,21 +151,10 @@ def summarize(tag: str) -> pd.DataFrame:
     return s
 
 
-def ship():
-    from xtalnb.checkpoint import checkpoint_dir
-    src = export_dir() / f"{NAME}.pt"
-    if not src.exists():
-        raise FileNotFoundError(f"no finished export {src}: run `train` to the end first")
-    for ext in (".pt", ".json"):
-        shutil.copy(src.with_suffix(ext), checkpoint_dir() / f"{NAME}{ext}")
-    print(json.loads(src.with_suffix(".json").read_text())["base_model"], "->", checkpoint_dir() / f"{NAME}.pt")
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["train", "measure", "counts", "compatible", "summary", "ship"])
     ap.add_argument("--base", default="denovo-mp20")
-    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--budget-s", type=float, default=None, help="train: wall-clock cap of this call (resumes on the next)")
     ap.add_argument("--model", default=None, help="measure: model name or .pt (default: the finished export)")
     ap.add_argument("--tag", default="new-base")
@@ -192,10 +164,11 @@ if __name__ == "__main__":
                     help="measure: draw atom counts from the target group's training crystals (the same draws at γ = 0 and 2)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    if a.what == "train":
-        train(a.base, a.steps, a.budget_s)
+    if a.what == "train":       # the card's recipe (3,000 steps of 32, lr 1e-3, p_uncond 0.2) on mp_20 train: refinetune.py
+        refinetune.train(NAME, a.base, a.budget_s)
     elif a.what == "measure":
-        measure(a.model or str(export_dir() / f"{NAME}.pt"), a.tag, a.n, a.relax_steps, a.atoms_from_group)
+        from xtalnb.train import default_run_dir
+        measure(a.model or str(default_run_dir(NAME) / "export" / f"{NAME}.pt"), a.tag, a.n, a.relax_steps, a.atoms_from_group)
     elif a.what == "counts":
         counts()
     elif a.what == "compatible":
@@ -203,4 +176,4 @@ if __name__ == "__main__":
     elif a.what == "summary":
         summarize(a.tag)
     else:
-        ship()
+        refinetune.ship(NAME)
