@@ -14,13 +14,15 @@ import torch
 from .utils import atomic_torch_save, atomic_write_text, git_commit, package_versions, sha256_file, source_root
 
 # %% auto 0
-__all__ = ['checkpoint_dir', 'available_models', 'save_model', 'load_model']
+__all__ = ['BASE_MODELS', 'checkpoint_dir', 'available_models', 'save_model', 'load_model']
 
 # %% ../nbs/03b_checkpoint.ipynb 5
 def checkpoint_dir() -> Path:
     "Where shipped models live: `XTALNB_CHECKPOINTS`, else `data/checkpoints` of the source tree."
     env = os.environ.get("XTALNB_CHECKPOINTS")
     return Path(env) if env else source_root() / "data" / "checkpoints"
+
+BASE_MODELS = ("csp-mp20", "denovo-mp20", "denovo-mp20-diffcsp")   # shipped base models: fine-tunes may not take these names
 
 def available_models() -> list:
     "Names of the models in `checkpoint_dir()` (a `.pt` file with its `.json` model card)."

@@ -174,8 +174,8 @@ def finetune_conditional(name: str, props, base="denovo-mp20", mode: str = "adap
     `caches`: label caches for `attach_conditions`; `data_desc`: what the training set is, for the card (default: MP-20 train)."""
     from xtalnb.data import load_dataset, num_atoms_distribution
     from xtalnb.train import TrainConfig, default_run_dir, train
-    from xtalnb.checkpoint import checkpoint_dir, load_model, save_model
-    if name in ("csp-mp20", "denovo-mp20", "denovo-mp20-diffcsp"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
+    from xtalnb.checkpoint import BASE_MODELS, checkpoint_dir, load_model, save_model
+    if name in BASE_MODELS: raise ValueError(f"{name!r} is a shipped model name: choose a new name")
     if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     props = [props] if isinstance(props, str) else list(props)
     base_net, diffusion, base_card = load_model(base, device=device) if isinstance(base, (str, Path)) else base

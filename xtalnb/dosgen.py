@@ -292,8 +292,8 @@ def train_dos_conditional(name: str, crystals, base="denovo-mp20-diffcsp", mode:
     exported model takes DOS in states/eV. Exports `<out_dir>/<name>.pt` + model card when the run is complete (`export="done"`),
     after any call (`True`: e.g. to ship a run stopped early) or never (`False`); `data_desc` says in the card where the data came from."""
     from xtalnb.train import TrainConfig, default_run_dir, train
-    from xtalnb.checkpoint import checkpoint_dir, load_model, save_model
-    if name in ("csp-mp20", "denovo-mp20", "denovo-mp20-diffcsp"): raise ValueError(f"{name!r} is a shipped model name: choose a new name")
+    from xtalnb.checkpoint import BASE_MODELS, checkpoint_dir, load_model, save_model
+    if name in BASE_MODELS: raise ValueError(f"{name!r} is a shipped model name: choose a new name")
     if export not in (True, False, "done"): raise ValueError(f"export must be 'done', True or False, got {export!r}")
     crystals = list(crystals)
     _check_labelled(crystals, DOS_POINTS)

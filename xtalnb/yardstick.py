@@ -528,13 +528,12 @@ def plot_yardstick(table=None, metrics=("match_rate", "valid", "spp_pass", "ehul
     fig, axs = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     ref = t[t["model"].astype(str).str.startswith("reference:")]
     mod = t.drop(ref.index)
-    keys = list(mod.groupby(["model", "train_data", "steps"], dropna=False).groups)
-    colour = {k: f"C{i % 10}" for i, k in enumerate(keys)}       # one colour per line in every panel
+    lines = list(mod.groupby(["model", "train_data", "steps"], dropna=False))
     for ax, m in zip(axs[0], metrics):
-        for (name, data, steps), g in mod.groupby(["model", "train_data", "steps"], dropna=False):
+        for i, ((name, data, steps), g) in enumerate(lines):      # line i has colour C<i> in every panel
             g = g.dropna(subset=[m]).sort_values("train_cpu_hours")
             if len(g):
-                ax.plot(g["train_cpu_hours"].astype(float), g[m].astype(float), "o-", color=colour[(name, data, steps)],
+                ax.plot(g["train_cpu_hours"].astype(float), g[m].astype(float), "o-", color=f"C{i % 10}",
                         label=f"{name} ({str(data).split(' ')[0]}), {steps:g} steps")
         for _, r in ref.dropna(subset=[m]).iterrows():
             ax.axhline(float(r[m]), ls="--", color="grey", label=f"{r['model']} (n={r['n']})")
